@@ -1,0 +1,1 @@
+"""The typer command-line interface: thin wrappers over the Python API."""

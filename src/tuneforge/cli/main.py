@@ -1,0 +1,61 @@
+"""The ``tuneforge`` command: one table maps command names to plain functions.
+
+Each command lives in its own small module of this package, parses its
+arguments with typer, calls one public function of the Python API and
+prints. Modules import torch & co. inside the function, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from tuneforge.errors import TuneforgeError
+
+# name -> "module:function". The one list of commands (add a line for a new one).
+COMMANDS: dict[str, str] = {
+    "train": "tuneforge.cli.train:train",
+    "validate": "tuneforge.cli.validate:validate",
+    "generate": "tuneforge.cli.generate:generate",
+    "chat": "tuneforge.cli.generate:chat",
+}
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="tuneforge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+        help="Fine-tune LLMs end to end: data, training, evaluation, export and serving from one config.",
+    )
+    for name, target in COMMANDS.items():
+        module, func = target.split(":")
+        app.command(name)(getattr(importlib.import_module(module), func))
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI in-process; returns the exit code (tests call this directly)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = Console(stderr=True)
+    try:
+        result = build_app()(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
+    except TuneforgeError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

