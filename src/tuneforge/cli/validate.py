@@ -1,0 +1,34 @@
+"""`tuneforge validate CONFIG`: check a config and its data without loading a model for training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def validate(
+    config: Path = typer.Argument(..., help="Run config (YAML).", show_default=False),
+    overrides: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
+    report: Path = typer.Option(None, "--report", help="Also write the data report as JSON here."),
+) -> int:
+    """Validate the config, read and clean the data with the model's tokenizer, and print the data report."""
+    from rich.console import Console
+
+    from tuneforge import load_config
+    from tuneforge.data import prepare
+    from tuneforge.models import load_tokenizer, resolve
+
+    console = Console()
+    cfg = load_config(config, overrides)
+    console.print(f"[green]config OK[/] ({config}): model {cfg.model.name_or_path}, method {cfg.method.name}")
+    tokenizer = load_tokenizer(resolve(cfg.model), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
+    prepared = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    console.print(prepared.report.table())
+    if report is not None:
+        prepared.report.write(report)
+    console.print(
+        f"[green]data OK[/]: {len(prepared.train)} train, {len(prepared.validation_examples)} validation, "
+        f"{len(prepared.test_examples)} test examples ({prepared.format} format)"
+    )
+    return 0
