@@ -43,7 +43,7 @@ def run_config(tmp_path, tiny_model_dir):
             "eval": {"enabled": False},
         }
         for section, values in sections.items():
-            if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+            if section != "method" and isinstance(values, dict) and isinstance(cfg.get(section), dict):
                 cfg[section] = {**cfg[section], **values}
             else:
                 cfg[section] = values

@@ -66,7 +66,7 @@ def test_other_methods_train_and_save(run_config, method):
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(run_config):
     path = run_config()
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
         finetune(load_config(path), resume=True)
     finetune(load_config(path))
     with pytest.raises(ConfigError, match="already exists"):
@@ -96,25 +96,37 @@ def _env():
 
 
 def test_resume_after_sigkill_reaches_the_same_final_step(run_config):
-    path = run_config(name="killed", training={"max_steps": 400, "save_steps": 10, "save_total_limit": 2, "logging_steps": 50})
+    path = run_config(name="killed", training={"max_steps": 60, "save_steps": 5, "save_total_limit": 2, "logging_steps": 20})
     cfg = load_config(path)
     run = RunDir(cfg.run_dir)
     proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(path)], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not list(run.checkpoints.glob("checkpoint-*")) and time.time() < deadline and proc.poll() is None:
+    # Kill once a checkpoint is complete: the next one may be half written, which resume must skip.
+    while not list(run.checkpoints.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not run.adapter.exists(), "the run finished before it was killed"
     result = finetune(cfg, resume=True)
-    assert result.global_step == 400
-    state = json.loads((run.checkpoints / "checkpoint-400" / "trainer_state.json").read_text())
-    assert state["global_step"] == 400
+    assert result.global_step == 60
+    state = json.loads((run.checkpoints / "checkpoint-60" / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
     rank = json.loads((run.root / "ranks" / "rank-0.json").read_text())
-    assert rank["start_step"] % 10 == 0 and 10 <= rank["start_step"] < 400  # continued from a checkpoint
+    assert rank["start_step"] % 5 == 0 and 5 <= rank["start_step"] < 60  # continued from a checkpoint
     assert (run.adapter / "adapter_model.safetensors").is_file()
+
+
+def test_resume_skips_a_half_written_checkpoint(tmp_path):
+    from tuneforge.train.pipeline import latest_complete_checkpoint
+
+    for step, complete in ((10, True), (20, True), (30, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert latest_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
+    assert latest_complete_checkpoint(tmp_path / "missing") is None
 
 
 def test_two_process_ddp_with_gloo(run_config, tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from tuneforge.data.template import IGNORE_INDEX
 
 
 def pack_examples(examples: list[dict], max_length: int, *, seed: int = 0) -> list[list[dict]]:

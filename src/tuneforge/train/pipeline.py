@@ -58,7 +58,6 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     import torch
     from rich.console import Console
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from tuneforge import data as data_stage
     from tuneforge import methods
@@ -83,8 +82,6 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
 
     # --- data
     prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
-    if not prepared.train:
-        raise ConfigError("no training examples left after cleaning; see the data report")
     if is_main:
         run.root.mkdir(parents=True, exist_ok=True)
         run.config.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
@@ -164,13 +161,24 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     return result
 
 
-def _check_run_dir(run: RunDir, resume: bool) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def latest_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was completely written.
 
-    checkpoint = get_last_checkpoint(str(run.checkpoints)) if run.checkpoints.is_dir() else None
+    transformers' ``get_last_checkpoint`` picks the highest-numbered folder,
+    which after a kill mid-save is half written. The Trainer writes
+    ``trainer_state.json`` last, so its presence marks a complete checkpoint.
+    """
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def _check_run_dir(run: RunDir, resume: bool) -> str | None:
+    checkpoint = latest_complete_checkpoint(run.checkpoints)
     if resume:
         if checkpoint is None:
-            raise ConfigError(f"--resume: no checkpoint in {run.checkpoints} to resume from")
+            raise ConfigError(f"--resume: no complete checkpoint in {run.checkpoints} to resume from")
         return checkpoint
     if run.root.exists() and any(run.root.iterdir()) and int(os.environ.get("RANK", "0")) == 0:
         raise ConfigError(

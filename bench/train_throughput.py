@@ -1,0 +1,171 @@
+"""Training throughput: the common tutorial recipe vs `tuneforge train`, same model, data and examples.
+
+    .venv/bin/python bench/train_throughput.py [--examples 160] [--variants all]
+
+(a) tutorial: transformers Trainer + PEFT LoRA r=16 on q_proj/v_proj, every row
+    padded to max_length 512, fp32, loss on all tokens (DataCollatorForLanguageModeling).
+(b) tuneforge: `tuneforge train` with the same LoRA config (r=16, q_proj/v_proj),
+    plus ablations that switch one lever off (packing, bf16).
+
+Each variant runs in its own process (so peak RSS is its own) on the same N
+training examples of the quickstart dataset; each trained adapter is then
+scored on the same held-out test split with the same greedy decoding.
+Printed: real (non-pad) tokens/s, peak RSS, final train loss, test accuracy,
+and ratios to the tutorial recipe. Ratios, not seconds: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+LORA = {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+
+
+def prepare_split(work: Path, n: int) -> tuple[Path, Path]:
+    """Write the first N training examples and the test split of the quickstart data as chat JSONL."""
+    from tuneforge import load_config
+    from tuneforge.data import prepare
+    from tuneforge.models import load_tokenizer, resolve
+
+    cfg = load_config(QUICKSTART)
+    tok = load_tokenizer(resolve(cfg.model))
+    prepared = prepare(cfg.data, tok, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    train, test = work / "train.jsonl", work / "test.jsonl"
+    for path, rows in ((train, prepared.train_examples[:n]), (test, prepared.test_examples)):
+        path.write_text("".join(json.dumps({"messages": r["messages"]}) + "\n" for r in rows))
+    return train, test
+
+
+def tutorial_worker(train: Path, out: Path) -> None:
+    """(a) The recipe most tutorials show. Runs in its own process."""
+    import resource
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from tuneforge.models import load_model
+
+    model, tok, _ = load_model("smollm2-135m-instruct", dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                             target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    texts = [tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
+    enc = tok(texts, padding="max_length", truncation=True, max_length=512)
+    dataset = [{"input_ids": i, "attention_mask": m} for i, m in zip(enc["input_ids"], enc["attention_mask"])]
+    real_tokens = sum(sum(m) for m in enc["attention_mask"])
+    args = TrainingArguments(output_dir=str(out / "ckpt"), per_device_train_batch_size=4, num_train_epochs=1,
+                             learning_rate=2e-4, logging_steps=5, save_strategy="no", report_to="none",
+                             use_cpu=True, seed=42, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model.save_pretrained(str(out / "adapter"))
+    tok.save_pretrained(str(out / "adapter"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    (out / "result.json").write_text(json.dumps({
+        "tokens_per_second": real_tokens / seconds, "seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "final_loss": losses[-1],
+    }))
+
+
+def tuneforge_run(work: Path, name: str, train: Path, test: Path, overrides: list[str]) -> dict:
+    """(b) `tuneforge train` with the tutorial's LoRA config, in its own process."""
+    import yaml
+
+    cfg = yaml.safe_load(QUICKSTART.read_text())
+    cfg.update(name=name, out_dir=str(work / "runs"), method=LORA)
+    cfg["data"] = {"train": str(train), "test": str(test), "split": {"validation": 0.0, "test": 0.0}}
+    cfg["training"].update(epochs=1, save_strategy="no", learning_rate=2e-4)
+    cfg["eval"] = {"enabled": False}
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "tuneforge", "train", str(path)] + [a for o in overrides for a in ("--set", o)]
+    subprocess.run(cmd, check=True, env=_env(), stdout=subprocess.DEVNULL)
+    manifest = json.loads((work / "runs" / name / "manifest.json").read_text())
+    losses = [json.loads(l)["loss"] for l in (work / "runs" / name / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    return {"tokens_per_second": manifest["tokens_per_second"], "peak_rss_mb": manifest["peak_rss_mb"],
+            "final_loss": losses[-1], "adapter": str(work / "runs" / name / "adapter")}
+
+
+def score_worker(adapter: Path, test: Path, out: Path) -> None:
+    """Greedy answers of an adapter on the test split; accuracy over the label set."""
+    from tuneforge import load_config
+    from tuneforge.data import load_examples
+    from tuneforge.eval import score
+    from tuneforge.models import load
+
+    cfg = load_config(QUICKSTART)
+    loaded = load(adapter)
+    examples = load_examples(str(test))
+    metrics = score(loaded.model, loaded.tokenizer, examples, cfg.eval, metrics=["accuracy", "exact_match"])
+    out.write_text(json.dumps(metrics))
+
+
+def _env() -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def _worker(*args: str) -> None:
+    subprocess.run([sys.executable, __file__, "--worker", *args], check=True, env=_env())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=160, help="training examples seen by every variant")
+    parser.add_argument("--variants", default="all", help="'all' or 'main' (tutorial + tuneforge only)")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        kind, *rest = args.worker
+        {"tutorial": tutorial_worker, "score": score_worker}[kind](*map(Path, rest))
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="tf-bench-"))
+    train, test = prepare_split(work, args.examples)
+    results: dict[str, dict] = {}
+    print(f"training on {args.examples} examples, scoring on {sum(1 for _ in test.open())} test examples; work dir {work}",
+          file=sys.stderr)
+    _worker("tutorial", str(train), str(work / "tutorial"))
+    results["tutorial (Trainer, pad 512, fp32)"] = {**json.loads((work / "tutorial" / "result.json").read_text()),
+                                                   "adapter": str(work / "tutorial" / "adapter")}
+    variants = {"tuneforge (packing, bf16 auto)": []}
+    if args.variants == "all":
+        variants.update({"tuneforge, packing off": ["data.packing=off"],
+                         "tuneforge, fp32": ["training.precision=fp32"]})
+    for i, (label, overrides) in enumerate(variants.items()):
+        results[label] = tuneforge_run(work, f"tf{i}", train, test, overrides)
+    for label, r in results.items():
+        out = work / f"score-{abs(hash(label))}.json"
+        _worker("score", r["adapter"], str(test), str(out))
+        r.update(json.loads(out.read_text()))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    base = next(iter(results.values()))
+    table = Table(title=f"LoRA r=16 q_proj/v_proj on SmolLM2-135M, {args.examples} examples, 1 epoch, this CPU")
+    for col in ("variant", "real tok/s", "× tutorial", "peak RSS MiB", "× tutorial", "final loss", "test accuracy"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for label, r in results.items():
+        table.add_row(label, f"{r['tokens_per_second']:.0f}", f"{r['tokens_per_second'] / base['tokens_per_second']:.2f}",
+                      f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}",
+                      f"{r['final_loss']:.3f}", f"{r['accuracy']:.3f}")
+    Console().print(table)
+    print("(the two losses count different tokens: the tutorial's covers prompt and answer, tuneforge's the answer only)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
