@@ -1,0 +1,246 @@
+"""Record formats: detect a row's format from its fields and convert it to the canonical example.
+
+The canonical example is the contract every other package uses::
+
+    chat-like  {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...], "meta": {...}}
+    raw text   {"text": str, "meta": {...}}
+
+Supported record formats (after ``field_map`` renaming):
+
+==================  ==========================================================
+alpaca              ``instruction``, optional ``input``, ``output`` (optional ``system``)
+chat                ``messages``: a list of ``{role, content}``
+sharegpt            ``conversations``: a list of ``{from, value}`` (or ``{role, content}``)
+prompt_completion   ``prompt`` and ``completion``: strings or lists of messages
+text                ``text``: raw text for continued pre-training
+==================  ==========================================================
+
+Rows holding ``chosen``/``rejected`` are preference data and are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Callable
+
+from tuneforge.errors import DataError
+
+FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
+ROLES = ("system", "user", "assistant")
+_SAME_ROLES = {r: r for r in ROLES}
+# ShareGPT exports disagree on speaker names; these are the ones seen in the common dumps.
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
+    "system": "system",
+}
+PREFERENCE_ERROR = (
+    "preference data is for DPO, not supported by `tuneforge train` yet (the rows hold chosen/rejected); "
+    "give supervised examples (alpaca, chat, sharegpt, prompt/completion or text)"
+)
+
+
+class RowError(DataError):
+    """One row cannot be converted. ``reason`` is the drop reason counted when bad rows are skipped."""
+
+    def __init__(self, message: str, reason: str = "malformed"):
+        super().__init__(message)
+        self.reason = reason
+
+
+def detect_row_format(row: dict) -> str | None:
+    """The format a single row's fields point to, ``"preference"``, or None when nothing fits."""
+    keys = set(row)
+    if {"chosen", "rejected"} <= keys:
+        return "preference"
+    if "messages" in keys:
+        return "chat"
+    if "conversations" in keys:
+        return "sharegpt"
+    if "instruction" in keys:
+        return "alpaca"
+    if "prompt" in keys or "completion" in keys:
+        return "prompt_completion"
+    if "text" in keys:
+        return "text"
+    return None
+
+
+def detect_format(rows: list[dict], path: str) -> str:
+    """Detect a source's format by majority vote over its rows' fields.
+
+    A vote, rather than the first row, keeps one odd row from deciding the
+    format; the odd rows then fail validation with their line number.
+
+    Raises:
+        DataError: preference data, or fields that fit no format.
+    """
+    votes = Counter(detect_row_format(row) for row in rows)
+    votes.pop(None, None)
+    if not votes:
+        fields = sorted({k for row in rows[:20] for k in row})
+        raise DataError(
+            f"{path}: cannot detect the data format from the fields {fields}; expected one of "
+            "alpaca (instruction/input/output), chat (messages), sharegpt (conversations), "
+            "prompt_completion (prompt/completion) or text (text). Set `format:` on the source "
+            "or rename fields with `field_map:`"
+        )
+    fmt = votes.most_common(1)[0][0]
+    if fmt == "preference":
+        raise DataError(f"{path}: {PREFERENCE_ERROR}")
+    return fmt
+
+
+def to_canonical(row: dict, fmt: str, where: str) -> dict:
+    """Convert one row (fields already renamed) to a canonical example without ``meta``.
+
+    Args:
+        row: The record.
+        fmt: One of :data:`FORMATS`.
+        where: ``file:line`` (or ``file: record N``), used in error messages.
+
+    Raises:
+        RowError: a field is missing or has the wrong type, a role is unknown, or the
+            conversation has no assistant turn (reason ``no_assistant_turn``).
+        DataError: ``fmt`` is not a known format.
+
+    Example:
+        >>> to_canonical({"instruction": "Hi", "input": "", "output": "Hello"}, "alpaca", "f.jsonl:1")
+        {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}
+    """
+    if {"chosen", "rejected"} <= set(row):
+        raise DataError(f"{where}: {PREFERENCE_ERROR}")
+    try:
+        convert = _CONVERTERS[fmt]
+    except KeyError:
+        raise DataError(f"{where}: unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}") from None
+    return convert(row, where)
+
+
+def with_system_prompt(example: dict, system_prompt: str | None) -> dict:
+    """Prepend ``system_prompt`` as a system message when a chat example has none."""
+    messages = example.get("messages")
+    if not system_prompt or messages is None or any(m["role"] == "system" for m in messages):
+        return example
+    return {**example, "messages": [{"role": "system", "content": system_prompt}, *messages]}
+
+
+# --------------------------------------------------------------------------- converters
+
+
+def _alpaca(row: dict, where: str) -> dict:
+    instruction = _field(row, "instruction", str, "alpaca", where)
+    output = _field(row, "output", str, "alpaca", where)
+    extra = _optional(row, "input", where)
+    system = _optional(row, "system", where)
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    messages = [{"role": "system", "content": system}] if system.strip() else []
+    messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    return {"messages": messages}
+
+
+def _chat(row: dict, where: str) -> dict:
+    turns = _field(row, "messages", list, "chat", where)
+    return {"messages": _messages(turns, "messages", "role", "content", _SAME_ROLES, where)}
+
+
+def _sharegpt(row: dict, where: str) -> dict:
+    turns = _field(row, "conversations", list, "sharegpt", where)
+    # Some exports use role/content inside `conversations`; accept both spellings.
+    role_key, content_key = ("role", "content") if turns and isinstance(turns[0], dict) and "role" in turns[0] else ("from", "value")
+    return {"messages": _messages(turns, "conversations", role_key, content_key, SHAREGPT_ROLES, where)}
+
+
+def _prompt_completion(row: dict, where: str) -> dict:
+    prompt = _field(row, "prompt", (str, list), "prompt_completion", where)
+    completion = _field(row, "completion", (str, list), "prompt_completion", where)
+    # TRL's "conversational" prompt/completion holds message lists instead of strings.
+    prompt_turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    completion_turns = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
+    messages = _messages(prompt_turns, "prompt", "role", "content", _SAME_ROLES, where, check=False)
+    messages += _messages(completion_turns, "completion", "role", "content", _SAME_ROLES, where, check=False)
+    _check_turn_order(messages, "prompt", where)
+    return {"messages": messages}
+
+
+def _text(row: dict, where: str) -> dict:
+    return {"text": _field(row, "text", str, "text", where)}
+
+
+_CONVERTERS: dict[str, Callable[[dict, str], dict]] = {
+    "alpaca": _alpaca, "chat": _chat, "sharegpt": _sharegpt, "prompt_completion": _prompt_completion, "text": _text,
+}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    names = {str: "a string", list: "a list", dict: "an object"}
+    types = types if isinstance(types, tuple) else (types,)
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _field(row: dict, name: str, types: type | tuple[type, ...], fmt: str, where: str) -> Any:
+    value = row.get(name)
+    if value is None:
+        raise RowError(f"{where}: field '{name}' is missing ({fmt} format)")
+    if isinstance(value, str) and list in (types if isinstance(types, tuple) else (types,)) and value.lstrip().startswith("["):
+        value = _json_list(value, name, where)  # CSV cells hold lists as JSON text
+    if not isinstance(value, types):
+        raise RowError(f"{where}: field '{name}' must be {_type_name(types)}, got {type(value).__name__}")
+    return value
+
+
+def _optional(row: dict, name: str, where: str) -> str:
+    value = row.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RowError(f"{where}: field '{name}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _json_list(text: str, name: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RowError(f"{where}: field '{name}' is not a valid JSON list: {exc.msg}") from None
+
+
+def _messages(
+    turns: list, field: str, role_key: str, content_key: str, role_map: dict[str, str], where: str, *, check: bool = True
+) -> list[dict]:
+    """Validate a list of turns and map their roles to system/user/assistant."""
+    if not turns:
+        raise RowError(f"{where}: field '{field}' is an empty list")
+    out = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise RowError(f"{where}: {field}[{i}] must be an object, got {type(turn).__name__}")
+        role, content = turn.get(role_key), turn.get(content_key)
+        if role is None:
+            raise RowError(f"{where}: {field}[{i}].{role_key} is missing")
+        if not isinstance(role, str) or role.lower() not in role_map:
+            raise RowError(f"{where}: {field}[{i}].{role_key} is {role!r}; expected one of {', '.join(role_map)}")
+        if content is None:
+            raise RowError(f"{where}: {field}[{i}].{content_key} is missing")
+        if not isinstance(content, str):
+            raise RowError(f"{where}: {field}[{i}].{content_key} must be a string, got {type(content).__name__}")
+        out.append({"role": role_map[role.lower()], "content": content})
+    if check:
+        _check_turn_order(out, field, where)
+    return out
+
+
+def _check_turn_order(messages: list[dict], field: str, where: str) -> None:
+    """A conversation opens with a user turn (after any system message) and has an assistant turn."""
+    first = next((i for i, m in enumerate(messages) if m["role"] != "system"), None)
+    if first is not None and messages[first]["role"] != "user":
+        raise RowError(
+            f"{where}: {field}[{first}] is the first turn after the system message and must be the user's, "
+            f"got '{messages[first]['role']}'"
+        )
+    if not any(m["role"] == "assistant" for m in messages):
+        raise RowError(f"{where}: the conversation in '{field}' has no assistant turn to learn from", "no_assistant_turn")

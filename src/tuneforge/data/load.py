@@ -1,0 +1,251 @@
+"""Read one data source (JSONL, JSON, CSV, Parquet or a ``datasets.save_to_disk`` folder) into canonical examples.
+
+Every row keeps where it came from (``meta``: source path and line, or record
+index for formats without lines) so that each error and each dropped row can
+be reported as ``file:line``. Rows are only parsed and validated here, not
+cleaned (:mod:`tuneforge.data.clean`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.schema import DatasetSource
+from tuneforge.data.formats import RowError, detect_format, to_canonical, with_system_prompt
+from tuneforge.data.report import DataReport
+from tuneforge.errors import DataError
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One row as read from a file, before format conversion."""
+
+    position: int
+    """1-based line (JSONL, CSV) or 0-based record index (JSON, Parquet, datasets)."""
+    data: Any = None
+    error: str | None = None
+    """Why the row could not be parsed (then ``data`` is None)."""
+    raw: str = ""
+
+
+@dataclass(frozen=True)
+class RawSource:
+    rows: list[RawRow]
+    by_line: bool
+    """True when ``position`` is a line number."""
+    note: str = ""
+
+
+def location(meta: dict) -> str:
+    """``file:line`` or ``file: record N`` for an example's ``meta``."""
+    if "record" in meta:
+        return f"{meta['source']}: record {meta['record']}"
+    return f"{meta['source']}:{meta['line']}"
+
+
+def source_digest(path: str | Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            h.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def read_rows(path: str | Path) -> RawSource:
+    """Read the raw rows of a file or saved ``datasets`` folder.
+
+    Raises:
+        DataError: the path is missing, of an unsupported type, or unreadable as a whole.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    if path.is_dir():
+        return _read_saved_dataset(path)
+    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(
+            f"{path}: unsupported data file type '{path.suffix}'; expected {', '.join(SUFFIXES)} "
+            "or a folder written by datasets.save_to_disk"
+        )
+    try:
+        return reader(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+
+
+def _read_jsonl(path: Path) -> RawSource:
+    # Parsed line by line (not pandas.read_json(lines=True)) to keep each row's line number.
+    rows = []
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(RawRow(lineno, json.loads(line), raw=line))
+            except json.JSONDecodeError as exc:
+                rows.append(RawRow(lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", line))
+    return RawSource(rows, by_line=True)
+
+
+def _read_json(path: Path) -> RawSource:
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        return RawSource([], by_line=False)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # many ".json" files are JSON Lines
+            source = _read_jsonl(path)
+            return RawSource(source.rows, True, "read as JSON Lines (one object per line)")
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    if isinstance(data, dict):
+        key = next((k for k in ("data", "rows", "examples") if isinstance(data.get(k), list)), None)
+        if key is None:
+            raise DataError(
+                f"{path}: a JSON object must hold the records as a list under 'data', 'rows' or 'examples' "
+                f"(keys: {sorted(data)[:10]})"
+            )
+        data = data[key]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return RawSource([RawRow(i, row) for i, row in enumerate(data)], by_line=False)
+
+
+def _read_csv(path: Path) -> RawSource:
+    # The csv module (not pandas) because it reports where each record starts, even when
+    # quoted cells span several lines; every value stays a string.
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        start = 2  # line 1 is the header
+        try:
+            for record in reader:
+                extra = record.pop(None, None)  # DictReader files surplus cells under the None key
+                if extra:
+                    n = len(record) + len(extra)
+                    error = f"has {n} cells but the header has {len(reader.fieldnames)} columns"
+                    rows.append(RawRow(start, None, error, ",".join(str(v) for v in record.values())))
+                else:
+                    rows.append(RawRow(start, record, raw=json.dumps(record, ensure_ascii=False)))
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
+    return RawSource(rows, by_line=True)
+
+
+def _read_parquet(path: Path) -> RawSource:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+    return RawSource([RawRow(i, row) for i, row in enumerate(table.to_pylist())], by_line=False)
+
+
+def _read_saved_dataset(path: Path) -> RawSource:
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        dataset = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(f"{path}: a folder must be written by datasets.save_to_disk ({exc})") from None
+    note = ""
+    if isinstance(dataset, DatasetDict):
+        if "train" not in dataset:
+            raise DataError(f"{path}: the saved DatasetDict has no 'train' split (splits: {', '.join(dataset)})")
+        note = f"DatasetDict: used its 'train' split (splits: {', '.join(dataset)})"
+        dataset = dataset["train"]
+    return RawSource([RawRow(i, row) for i, row in enumerate(dataset.to_list())], by_line=False, note=note)
+
+
+def load_examples(
+    source: DatasetSource | str,
+    *,
+    on_bad_rows: str = "error",
+    system_prompt: str | None = None,
+    report: DataReport | None = None,
+) -> list[dict]:
+    """Read one source, detect or apply its format, validate, and return canonical examples.
+
+    Args:
+        source: A :class:`DatasetSource` (path, format, field_map) or a path.
+        on_bad_rows: ``"error"`` stops at the first bad row; ``"skip"`` counts it as dropped.
+        system_prompt: Prepended as a system message to chat examples that have none.
+        report: Counts (rows read, drops by reason, format, SHA-256) are recorded here.
+
+    Returns:
+        Canonical examples (not yet cleaned), each with ``meta`` = source and line.
+
+    Raises:
+        DataError: missing or empty file, undetectable or preference format, a bad row
+            (with ``on_bad_rows="error"``), or no usable rows at all.
+
+    Example:
+        >>> examples = load_examples("data/tickets.jsonl", system_prompt="Classify the ticket.")
+    """
+    src = DatasetSource(path=source) if isinstance(source, str) else source
+    path = str(src.path)
+    raw = read_rows(path)
+    report = report if report is not None else DataReport()
+    stats = report.source(path)
+    stats.sha256, stats.note, stats.weight = source_digest(path), raw.note, src.weight
+    stats.rows_read = len(raw.rows)
+    if not raw.rows:
+        raise DataError(f"{path}: the file is empty (no rows)")
+    rows = [_rename(r.data, src.field_map) if isinstance(r.data, dict) else r.data for r in raw.rows]
+    parsed = [row for row in rows if isinstance(row, dict)]
+    _check_field_map(src.field_map, parsed, path)
+    fmt = src.format
+    if fmt == "auto" and parsed:
+        fmt = detect_format(parsed, path)
+    stats.format = fmt
+    examples = []
+    for r, row in zip(raw.rows, rows):
+        meta = {"source": path, "line": r.position} if raw.by_line else {"source": path, "line": r.position, "record": r.position}
+        where = location(meta)
+        try:
+            if r.error is not None:
+                raise RowError(f"{where}: {r.error}")
+            if not isinstance(row, dict):
+                raise RowError(f"{where}: expected an object with fields, got {type(row).__name__}")
+            example = to_canonical(row, fmt, where)
+        except RowError as exc:
+            if on_bad_rows != "skip":
+                raise
+            report.drop(path, exc.reason, where, r.raw or json.dumps(r.data, ensure_ascii=False, default=str))
+            continue
+        examples.append({**with_system_prompt(example, system_prompt), "meta": meta})
+    stats.rows_kept = len(examples)
+    if not examples:
+        drops = ", ".join(f"{reason} {d.count}" for reason, d in stats.drops.items())
+        raise DataError(f"{path}: no usable rows ({stats.rows_read} read, all dropped: {drops})")
+    return examples
+
+
+def _rename(row: dict, field_map: dict[str, str]) -> dict:
+    return {field_map.get(k, k): v for k, v in row.items()} if field_map else row
+
+
+def _check_field_map(field_map: dict[str, str], rows: list[dict], path: str) -> None:
+    """A field_map key that no row has is a typo; say so instead of failing later on a 'missing' field."""
+    for old, new in field_map.items():
+        if rows and not any(new in row for row in rows):
+            fields = sorted({k for row in rows[:20] for k in row})
+            raise DataError(f"{path}: field_map renames '{old}' to '{new}' but no row has a field '{old}' (fields: {fields})")

@@ -1,0 +1,218 @@
+"""Data preparation from config to tokenized splits: load -> clean -> dedupe -> fit -> split -> mix -> cap.
+
+Order matters and is deliberate:
+
+1. Explicit test and validation sources are read before the training sources,
+   and one set of seen keys spans all of them, so a training row that repeats
+   a held-out row is the copy dropped (no test example is also trained on).
+2. Deduplication runs before the split for the same reason.
+3. Splitting uses distinct rows; mixing weights repeat or subsample only the
+   training part, so a repeated row never lands in two splits.
+4. ``max_examples`` caps the mixed, shuffled training rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneforge.config.schema import DataConfig, DatasetSource
+from tuneforge.data.clean import Dropped, clean_example, dedupe_key, texts
+from tuneforge.data.load import load_examples, location
+from tuneforge.data.report import DataReport
+from tuneforge.data.split import mix, split_indices
+from tuneforge.data.template import Encoded, describe_template, encode_example
+from tuneforge.errors import DataError
+
+ROLES = ("test", "validation", "train")  # the order sources are read in (see the module docstring)
+
+
+@dataclass
+class PreparedData:
+    """The output of :func:`prepare`.
+
+    Attributes:
+        train: Tokenized training examples ``{"input_ids", "labels"}`` (not packed), mixed and shuffled.
+        validation: Tokenized validation examples, same shape.
+        train_examples: The canonical cleaned examples behind ``train``, in the same order.
+        validation_examples: The canonical examples behind ``validation``.
+        test_examples: Canonical held-out test examples (for generation-based evaluation).
+        format: Detected format of the training data.
+        report: What was kept, dropped and why.
+        sources: ``path -> sha256`` of every file or folder read (for the run manifest).
+    """
+
+    train: list[dict]
+    validation: list[dict]
+    train_examples: list[dict]
+    validation_examples: list[dict]
+    test_examples: list[dict]
+    format: str
+    report: DataReport
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Row:
+    source: str
+    example: dict
+    key: str
+    encoded: Encoded | None
+
+
+def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) -> PreparedData:
+    """Load, clean, split, mix and tokenize the data of a run.
+
+    Args:
+        cfg: The ``data`` section of the run config.
+        tokenizer: The model's tokenizer (its chat template decides the prompt format).
+        max_seq_length: Longest sequence in tokens (``training.max_seq_length``).
+        seed: Seed of the split, the weighted sampling and the training order.
+
+    Returns:
+        :class:`PreparedData` with tokenized train/validation sets, canonical splits and the report.
+
+    Raises:
+        DataError: a source is missing or malformed (with file, line and field), a path is
+            listed twice, or no training rows survive cleaning.
+
+    Example:
+        >>> data = prepare(cfg.data, tokenizer, max_seq_length=1024, seed=42)
+        >>> data.report.write("runs/demo/data_report.json")
+    """
+    _check_distinct_paths(cfg)
+    report = DataReport(
+        template=describe_template(tokenizer),
+        redact_snippets=tuple(cfg.clean.pii_types) if cfg.clean.redact_pii else (),
+    )
+    seen: set[str] = set()
+    loaded: dict[str, list[tuple[DatasetSource, list[_Row]]]] = {}
+    for role in ROLES:
+        loaded[role] = [
+            (src, _load_source(src, role, cfg, tokenizer, report, seen, max_seq_length)) for src in getattr(cfg, role)
+        ]
+    pool = [row for _, rows in loaded["train"] for row in rows]
+    if not pool:
+        drops = Counter({reason: d.count for s in report.sources.values() for reason, d in s.drops.items()})
+        raise DataError(
+            f"no training rows left after cleaning ({report.rows_read} read; dropped: "
+            f"{', '.join(f'{r} {n}' for r, n in drops.most_common())})"
+        )
+    parts = split_indices(
+        [row.key for row in pool],
+        validation=0 if cfg.validation else cfg.split.validation,
+        test=0 if cfg.test else cfg.split.test,
+        seed=seed,
+    )
+    held_out = {
+        role: [row for _, rows in loaded[role] for row in rows] if getattr(cfg, role) else [pool[i] for i in getattr(parts, role)]
+        for role in ("validation", "test")
+    }
+    train_part = [pool[i] for i in parts.train]
+    for role, rows in (("train", train_part), *held_out.items()):
+        for row in rows:
+            report.source(row.source).split[role] += 1
+    report.splits = {"train": len(train_part), **{role: len(rows) for role, rows in held_out.items()}}
+    report.split_method = "; ".join(
+        f"{role}: from data.{role}" if getattr(cfg, role) else f"{role}: {getattr(cfg.split, role):g} of the training rows (seed {seed})"
+        for role in ("validation", "test")
+    )
+    train = _mix_and_cap(train_part, loaded["train"], cfg.max_examples, seed, report)
+    report.format = _main_format(train, report)
+    report.tokens = _token_stats(train)
+    return PreparedData(
+        train=[row.encoded.as_dict() for row in train],
+        validation=[row.encoded.as_dict() for row in held_out["validation"]],
+        train_examples=[row.example for row in train],
+        validation_examples=[row.example for row in held_out["validation"]],
+        test_examples=[row.example for row in held_out["test"]],
+        format=report.format,
+        report=report,
+        sources={path: stats.sha256 for path, stats in report.sources.items()},
+    )
+
+
+def _check_distinct_paths(cfg: DataConfig) -> None:
+    first: dict[str, str] = {}
+    for role in ("train", "validation", "test"):
+        for i, src in enumerate(getattr(cfg, role)):
+            here = f"data.{role}[{i}]"
+            if src.path in first:
+                raise DataError(f"{first[src.path]} and {here} both name {src.path}; list each file once")
+            first[src.path] = here
+
+
+def _load_source(
+    src: DatasetSource, role: str, cfg: DataConfig, tokenizer: Any, report: DataReport, seen: set[str], max_seq_length: int
+) -> list[_Row]:
+    """Load one source and clean, dedupe and fit its rows; every row left out is counted in the report."""
+    examples = load_examples(src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report)
+    stats = report.source(src.path)
+    stats.role = role
+    rows = []
+    for example in examples:
+        where = location(example["meta"])
+        cleaned = clean_example(example, cfg.clean)
+        if isinstance(cleaned, Dropped):
+            report.drop(src.path, cleaned.reason, where, _snippet(example))
+            continue
+        example = cleaned.example
+        key = dedupe_key(example, cfg.clean.dedupe)
+        if key is not None and key in seen:
+            report.drop(src.path, "duplicate", where, _snippet(example))
+            continue
+        encoded = encode_example(example, tokenizer, max_seq_length=max_seq_length, too_long=cfg.clean.too_long)
+        if isinstance(encoded, Dropped):
+            report.drop(src.path, encoded.reason, where, encoded.detail)
+            continue
+        if key is not None:
+            seen.add(key)
+        for kind, n in cleaned.redactions.items():
+            stats.pii_redactions[kind] = stats.pii_redactions.get(kind, 0) + n
+        stats.truncated += encoded.truncated
+        # Test rows are evaluated by generation, from the canonical example; their tokens are not kept.
+        rows.append(_Row(src.path, example, dedupe_key(example, "exact"), None if role == "test" else encoded))
+    stats.rows_kept = len(rows)
+    return rows
+
+
+def _snippet(example: dict) -> str:
+    return " / ".join(texts(example))
+
+
+def _mix_and_cap(
+    train_part: list[_Row], sources: list[tuple[DatasetSource, list[_Row]]], max_examples: int | None, seed: int, report: DataReport
+) -> list[_Row]:
+    by_source: dict[str, list[_Row]] = {src.path: [] for src, _ in sources}
+    for row in train_part:
+        by_source[row.source].append(row)
+    train = mix([(by_source[src.path], src.weight) for src, _ in sources], seed=seed)
+    if max_examples is not None:
+        report.max_examples = {"limit": max_examples, "removed": max(0, len(train) - max_examples)}
+        train = train[:max_examples]
+    for path, n in Counter(row.source for row in train).items():
+        report.source(path).rows_in_training = n
+    if not train:
+        raise DataError("no training rows left after mixing by weight; raise the sources' weights")
+    return train
+
+
+def _main_format(train: list[_Row], report: DataReport) -> str:
+    """The format most training rows come in (sources may mix formats)."""
+    counts = Counter(report.source(row.source).format for row in train)
+    if len(counts) > 1:
+        report.notes.append("training sources mix formats: " + ", ".join(f"{f} {n}" for f, n in counts.most_common()))
+    return counts.most_common(1)[0][0]
+
+
+def _token_stats(train: list[_Row]) -> dict[str, float]:
+    lengths = [len(row.encoded.input_ids) for row in train]
+    return {
+        "examples": len(train),
+        "total_tokens": sum(lengths),
+        "answer_tokens": sum(row.encoded.answer_tokens for row in train),
+        "mean_length": sum(lengths) / len(lengths),
+        "max_length": max(lengths),
+        "truncated": sum(row.encoded.truncated for row in train),
+    }

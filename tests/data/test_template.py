@@ -1,0 +1,172 @@
+"""Chat template rendering and answer-only labels, checked by decoding the label mask."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneforge.data import end_of_turn_token, prompt_messages, reference, render_prompt, tokenize_example
+from tuneforge.data.template import IGNORE_INDEX, describe_template, render_conversation
+from tuneforge.errors import DataError
+from tuneforge.models import build_tiny_tokenizer, load_tokenizer
+
+CHAT = {"messages": [
+    {"role": "system", "content": "You route support tickets."},
+    {"role": "user", "content": "My invoice was charged twice."},
+    {"role": "assistant", "content": "billing"},
+    {"role": "user", "content": "And I cannot log in to my account."},
+    {"role": "assistant", "content": "account\nReset your password."},
+]}
+
+
+def labelled_runs(tokenizer, tokens: dict) -> list[str]:
+    """Decode each contiguous run of labelled tokens."""
+    runs, current = [], []
+    for token_id, label in zip(tokens["input_ids"], tokens["labels"]):
+        if label == IGNORE_INDEX:
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            assert label == token_id
+            current.append(label)
+    if current:
+        runs.append(current)
+    return [tokenizer.decode(run) for run in runs]
+
+
+def assert_answer_only_labels(tokenizer, example):
+    tokens = tokenize_example(example, tokenizer, max_seq_length=512)
+    answers = [m["content"] + "<|im_end|>" for m in example["messages"] if m["role"] == "assistant"]
+    assert labelled_runs(tokenizer, tokens) == answers
+    # The newline the template writes after <|im_end|> is not trained on.
+    end_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for i, token_id in enumerate(tokens["input_ids"][:-1]):
+        if tokens["labels"][i] == end_id:
+            assert tokens["labels"][i + 1] == IGNORE_INDEX
+    # Exactly the tokens of the rendered text: no second BOS, nothing added.
+    text = tokenizer.apply_chat_template(example["messages"], tokenize=False)
+    assert tokens["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_label_mask_is_exactly_the_answers_tiny(tiny_tokenizer):
+    assert_answer_only_labels(tiny_tokenizer, CHAT)
+
+
+def test_label_mask_is_exactly_the_answers_smollm2(smollm2_dir):
+    tokenizer = load_tokenizer(smollm2_dir)
+    assert_answer_only_labels(tokenizer, CHAT)
+    assert end_of_turn_token(tokenizer) == "<|im_end|>"
+
+
+def test_label_mask_without_system_message_uses_template_default(tiny_tokenizer):
+    example = {"messages": CHAT["messages"][1:3]}
+    assert_answer_only_labels(tiny_tokenizer, example)
+    assert "You are a helpful assistant." in tiny_tokenizer.decode(tokenize_example(example, tiny_tokenizer, max_seq_length=512)["input_ids"])
+
+
+def test_end_of_turn_token(tiny_tokenizer):
+    assert end_of_turn_token(tiny_tokenizer) == "<|im_end|>"
+    assert "<|im_end|>" in describe_template(tiny_tokenizer)
+
+
+def test_end_of_turn_token_falls_back_to_eos_when_template_writes_none():
+    tok = build_tiny_tokenizer()
+    tok.eos_token = "<|endoftext|>"
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    assert end_of_turn_token(tok) == "<|endoftext|>"
+
+
+def _custom_template_tokenizer():
+    """A template that starts with BOS and a tokenizer that also adds BOS on encode."""
+    from tokenizers import processors
+
+    tok = build_tiny_tokenizer()
+    bos = tok.convert_tokens_to_ids("<|endoftext|>")
+    tok.bos_token = "<|endoftext|>"
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)]
+    )
+    tok.chat_template = (
+        "{{ bos_token }}{% for m in messages %}### {{ m['role'] }}:\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}### assistant:\n{% endif %}"
+    )
+    return tok, bos
+
+
+def test_no_second_bos_and_labels_with_another_template():
+    tok, bos = _custom_template_tokenizer()
+    assert tok("hi")["input_ids"][0] == bos  # the tokenizer would add a BOS of its own
+    tokens = tokenize_example(CHAT, tok, max_seq_length=512)
+    assert tokens["input_ids"][0] == bos and tokens["input_ids"].count(bos) == 1
+    assert labelled_runs(tok, tokens) == ["billing<|im_end|>", "account\nReset your password.<|im_end|>"]
+    assert end_of_turn_token(tok) == "<|im_end|>"
+
+
+def test_fallback_format_without_chat_template():
+    tok = build_tiny_tokenizer()
+    tok.chat_template = None
+    text, spans = render_conversation(CHAT["messages"][:3], tok)
+    assert text == (
+        "### System:\nYou route support tickets.\n\n### User:\nMy invoice was charged twice.\n\n"
+        "### Assistant:\nbilling<|im_end|>\n\n"
+    )
+    assert [text[a:b] for a, b in spans] == ["billing<|im_end|>"]
+    tokens = tokenize_example(CHAT, tok, max_seq_length=512)
+    assert labelled_runs(tok, tokens) == ["billing<|im_end|>", "account\nReset your password.<|im_end|>"]
+    assert end_of_turn_token(tok) == "<|im_end|>"
+    assert "fallback" in describe_template(tok)
+    assert render_prompt(CHAT["messages"][:2], tok).endswith("### User:\nMy invoice was charged twice.\n\n### Assistant:\n")
+
+
+def test_template_that_rewrites_history_is_refused():
+    tok = build_tiny_tokenizer()
+    # Like templates that strip reasoning from earlier turns: turn 2's text changes once turn 4 exists.
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}"
+        "{% if m['role'] == 'assistant' and not loop.last %} (earlier){% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    with pytest.raises(DataError, match="does not render conversations prefix by prefix"):
+        tokenize_example(CHAT, tok, max_seq_length=512)
+
+
+def test_template_errors_become_data_errors():
+    tok = build_tiny_tokenizer()
+    tok.chat_template = "{{ raise_exception('roles must alternate') }}"
+    with pytest.raises(DataError, match="cannot render this conversation: roles must alternate"):
+        tokenize_example(CHAT, tok, max_seq_length=512)
+
+
+def test_raw_text_is_trained_on_every_token_with_eos(tiny_tokenizer):
+    tokens = tokenize_example({"text": "The quick brown fox."}, tiny_tokenizer, max_seq_length=512)
+    assert tokens["labels"] == tokens["input_ids"]
+    assert tokens["input_ids"][-1] == tiny_tokenizer.eos_token_id
+    assert tiny_tokenizer.decode(tokens["input_ids"]) == "The quick brown fox.<|im_end|>"
+
+
+def test_too_long_drop_and_truncate(tiny_tokenizer):
+    example = {"messages": [{"role": "user", "content": "short"}, {"role": "assistant", "content": "a long answer " * 20}]}
+    full = tokenize_example(example, tiny_tokenizer, max_seq_length=10_000)
+    limit = len(full["input_ids"]) - 5
+    assert tokenize_example(example, tiny_tokenizer, max_seq_length=limit) is None
+    cut = tokenize_example(example, tiny_tokenizer, max_seq_length=limit, too_long="truncate")
+    assert cut["input_ids"] == full["input_ids"][:limit] and cut["labels"] == full["labels"][:limit]
+    assert any(label != IGNORE_INDEX for label in cut["labels"])
+    # A prompt that fills the whole window leaves no answer: dropped even when truncating.
+    long_prompt = {"messages": [{"role": "user", "content": "question " * 200}, {"role": "assistant", "content": "ok"}]}
+    assert tokenize_example(long_prompt, tiny_tokenizer, max_seq_length=64, too_long="truncate") is None
+
+
+def test_prompt_messages_and_reference():
+    assert prompt_messages(CHAT) == CHAT["messages"][:4]
+    assert reference(CHAT) == "account\nReset your password."
+    trailing = {"messages": [*CHAT["messages"], {"role": "user", "content": "thanks"}]}
+    assert reference(trailing) == "account\nReset your password." and len(prompt_messages(trailing)) == 4
+    with pytest.raises(DataError, match="raw text example has no prompt"):
+        prompt_messages({"text": "t"})
+
+
+def test_render_prompt_ends_with_generation_prompt(tiny_tokenizer):
+    assert render_prompt(prompt_messages(CHAT), tiny_tokenizer).endswith(
+        "<|im_start|>user\nAnd I cannot log in to my account.<|im_end|>\n<|im_start|>assistant\n"
+    )
