@@ -1,0 +1,247 @@
+"""The serving engine: one base model, any number of LoRA adapters over it, and batched generation.
+
+Each served model name maps to a PEFT adapter of one :class:`peft.PeftModel`
+(or to the bare base, run under ``disable_adapter()``), as vLLM and LoRAX do:
+one copy of the base weights in memory whatever the number of adapters. A
+batch only ever holds requests for one name (it is part of the batch key), so
+switching adapters between batches with ``set_adapter`` is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuneforge.errors import ModelError
+from tuneforge.models import ALIASES, LoadedModel, load, resolve
+from tuneforge.rundir import RunDir
+from tuneforge.serve.batcher import Batcher, BatchingConfig, GenerationHandle, GenerationRequest
+from tuneforge.serve.decode import BatchTracker, Row
+
+log = logging.getLogger("tuneforge.serve")
+
+
+def served_name(target: str | Path) -> str:
+    """The name a model is served under: an alias or hub id as is, else the run or folder name.
+
+    Example:
+        >>> served_name("smollm2-135m-instruct")
+        'smollm2-135m-instruct'
+        >>> served_name("runs/support-bot/adapter")  # doctest: +SKIP
+        'support-bot'
+    """
+    if str(target) in ALIASES or not Path(target).exists():
+        return str(target)
+    path = Path(target).resolve()
+    return path.parent.name if path.name in ("adapter", "model") else path.name
+
+
+def adapter_dir(target: str | Path) -> Path:
+    """The PEFT adapter folder of a run directory or adapter folder.
+
+    Raises:
+        ModelError: ``target`` holds no adapter.
+    """
+    path = Path(target)
+    run = RunDir(path)
+    if run.is_run():
+        if not run.adapter.is_dir():
+            raise ModelError(f"run {path} trained the full model, it has no adapter; serve it on its own")
+        return run.adapter
+    if (path / "adapter_config.json").is_file():
+        return path
+    raise ModelError(f"adapter not found: {path} is neither a run directory nor a folder with adapter_config.json")
+
+
+class Engine:
+    """A loaded model with its adapters, fed by a :class:`~tuneforge.serve.batcher.Batcher`.
+
+    Args:
+        loaded: The model to serve (from :func:`tuneforge.models.load`).
+        name: Name of the loaded model as given (with its own adapter, if any).
+        adapters: Extra served names -> run directories or adapter folders, loaded over the same base.
+        batching: Dynamic batching settings.
+        device: Where to run; default CUDA when available, else CPU.
+
+    Raises:
+        ModelError: an adapter is missing, named twice, or does not fit the base model.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        name: str,
+        adapters: Mapping[str, str | Path] | None = None,
+        batching: BatchingConfig | None = None,
+        device: str | None = None,
+    ):
+        from peft import PeftModel
+
+        self.tokenizer = loaded.tokenizer
+        self.base_path = loaded.base_path
+        model = loaded.model
+        # served name -> PEFT adapter name; None is the bare base model.
+        self.routes: dict[str, str | None] = {
+            name: model.active_adapter if isinstance(model, PeftModel) else None
+        }
+        for adapter_name, target in (adapters or {}).items():
+            if adapter_name in self.routes or adapter_name in getattr(model, "peft_config", {}):
+                raise ModelError(f"--adapter {adapter_name}: the name is already served; pick another")
+            path = adapter_dir(target)
+            self._check_base(adapter_name, path)
+            try:
+                if isinstance(model, PeftModel):
+                    model.load_adapter(str(path), adapter_name=adapter_name)
+                else:
+                    model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name)
+            except Exception as exc:  # peft raises many kinds (shape mismatch, bad config)
+                raise ModelError(f"--adapter {adapter_name}: cannot load {path} over {self.base_path}: {exc}") from exc
+            self.routes[adapter_name] = adapter_name
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.primary = name
+        self.eos_ids = self._eos_ids()
+        self.context_length = getattr(self.model.config, "max_position_embeddings", None)
+        # Fast tokenizers share one Rust object; encoding (event loop) and decoding (worker) must not overlap.
+        self.tokenizer_lock = threading.Lock()
+        self.batcher = Batcher(self._run_batch, batching or BatchingConfig())
+        self.stats = {"cancelled_rows": 0}
+
+    @property
+    def names(self) -> list[str]:
+        """Every served model name, the loaded model first."""
+        return list(self.routes)
+
+    def _check_base(self, adapter_name: str, path: Path) -> None:
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if base is None or base == self.base_path:
+            return
+        try:  # the adapter may name its base by alias or by another path to the same folder
+            same = Path(resolve(base)).resolve() == Path(self.base_path).resolve()
+        except ModelError:
+            same = False
+        if not same:
+            log.warning("adapter %s was trained on %s but the served base is %s", adapter_name, base, self.base_path)
+
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return {i for i in ids if i is not None}
+
+    # ------------------------------------------------------------------ encoding (event loop)
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Apply the model's chat template (with the assistant turn opened) and tokenize.
+
+        Raises:
+            ValueError: the tokenizer has no chat template or the template rejects the messages.
+        """
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model has no chat template; use /v1/completions with a plain prompt")
+        with self.tokenizer_lock:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # The template already wrote the special tokens; adding them again would double the BOS.
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_text(self, prompt: str) -> list[int]:
+        """Tokenize a plain completion prompt as the model expects it (with its BOS, if it uses one)."""
+        with self.tokenizer_lock:
+            return self.tokenizer(prompt)["input_ids"]
+
+    # ------------------------------------------------------------------ generation
+
+    def submit(self, request: GenerationRequest) -> GenerationHandle:
+        """Queue a request (call from the event loop) and return its handle.
+
+        Raises:
+            KeyError: ``request.model`` is not served here.
+        """
+        if request.model not in self.routes:
+            raise KeyError(request.model)
+        handle = GenerationHandle(request, asyncio.get_running_loop())
+        self.batcher.submit(handle)
+        return handle
+
+    def close(self) -> None:
+        """Stop the worker thread (after the batch in progress)."""
+        self.batcher.stop()
+
+    def _adapter_scope(self, name: str) -> contextlib.AbstractContextManager:
+        adapter = self.routes[name]
+        if adapter is not None:
+            self.model.set_adapter(adapter)
+            return contextlib.nullcontext()
+        if hasattr(self.model, "disable_adapter"):
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def _run_batch(self, handles: list[GenerationHandle]) -> None:
+        rows = [
+            Row(h, i * h.request.params.n + j, prompt, h.request.params.max_tokens, h.request.params.stop)
+            for h in handles
+            for i, prompt in enumerate(h.request.prompts)
+            for j in range(h.request.params.n)
+        ]
+        pad = self.tokenizer.pad_token_id
+        width = max(len(r.prompt_ids) for r in rows)
+        # Left padding: every row's next token is then at the same position, as generate needs.
+        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=self.device)
+        attention_mask = torch.tensor(
+            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows], device=self.device
+        )
+        params = handles[0].request.params  # the batch key makes these the same across the batch
+        tracker = BatchTracker(rows, self.tokenizer, self.eos_ids, self.tokenizer_lock)
+        sampling: dict[str, Any] = {"do_sample": False}
+        if params.temperature > 0:
+            # top_k=0: the OpenAI API has no top-k, and transformers would otherwise apply 50.
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+        with self._adapter_scope(handles[0].request.model), torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)  # a seeded request runs alone (batch_key), so this is its RNG
+            self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max(r.max_tokens for r in rows),
+                stopping_criteria=[tracker], pad_token_id=pad, eos_token_id=sorted(self.eos_ids), **sampling,
+            )
+        tracker.finish()
+        self.stats["cancelled_rows"] += tracker.cancelled_rows
+
+
+def load_engine(
+    target: str | Path,
+    *,
+    adapters: Mapping[str, str | Path] | None = None,
+    name: str | None = None,
+    batching: BatchingConfig | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | None = None,
+) -> Engine:
+    """Load a model (anything :func:`tuneforge.models.load` accepts) and its extra adapters for serving.
+
+    Args:
+        target: A run directory, adapter folder, model folder, ``.gguf`` file or alias.
+        adapters: Extra served names -> run directories or adapter folders over the same base.
+        name: Name to serve ``target`` under; default :func:`served_name`.
+        batching: Dynamic batching settings.
+        dtype: Weight dtype.
+        device: Where to run; default CUDA when available, else CPU.
+
+    Raises:
+        ModelError: the model or an adapter cannot be loaded.
+
+    Example:
+        >>> engine = load_engine("runs/support-bot", adapters={"legal": "runs/legal"})  # doctest: +SKIP
+        >>> engine.names  # doctest: +SKIP
+        ['support-bot', 'legal']
+    """
+    loaded = load(target, dtype=dtype)
+    return Engine(loaded, name=name or served_name(target), adapters=adapters, batching=batching, device=device)

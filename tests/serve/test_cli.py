@@ -1,0 +1,57 @@
+"""``tuneforge keys`` and ``tuneforge serve`` through the CLI entry point, in-process."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneforge.cli import main as cli_main
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``tuneforge`` with only this stage's commands (others may not be importable in isolation)."""
+    monkeypatch.setattr(cli_main, "COMMANDS", {k: cli_main.COMMANDS[k] for k in ("serve", "keys")})
+
+    def run(*argv):
+        code = cli_main.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_keys_create_list_revoke(cli, tmp_path):
+    path = tmp_path / "keys.json"
+    code, out, err = cli("keys", "create", "ci", "--file", str(path))
+    assert code == 0 and out.strip().startswith("tf-") and "not shown again" in err
+    key = out.strip()
+    code, out, _ = cli("keys", "list", "--file", str(path))
+    assert code == 0 and out.startswith("ci\t") and key not in out
+    assert cli("keys", "revoke", "ci", "--file", str(path))[0] == 0
+    code, _, err = cli("keys", "revoke", "ci", "--file", str(path))
+    assert code == 2 and "no key named 'ci'" in err
+
+
+def test_keys_create_duplicate_is_an_error(cli, tmp_path):
+    path = tmp_path / "keys.json"
+    cli("keys", "create", "ci", "--file", str(path))
+    code, _, err = cli("keys", "create", "ci", "--file", str(path))
+    assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "API keys are required"),
+    (["--no-auth", "--host", "0.0.0.0"], "loopback"),
+    (["--no-auth", "--api-keys-file", "k.json"], "not both"),
+    (["--no-auth", "--rate-limit", "lots"], "--rate-limit"),
+    (["--no-auth", "--adapter", "nonsense"], "NAME=RUN_OR_ADAPTER_DIR"),
+    (["--api-keys-file", "missing-keys.json"], "keys file not found"),
+])
+def test_serve_refuses_bad_settings_before_loading(cli, tiny_model_dir, args, message):
+    code, _, err = cli("serve", str(tiny_model_dir), *args)
+    assert code == 2 and message in err
+
+
+def test_serve_help_lists_options(cli):
+    code, out, _ = cli("serve", "--help")
+    assert code == 0 and "--api-keys-file" in out and "--max-batch-size" in out
