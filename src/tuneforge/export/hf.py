@@ -1,0 +1,103 @@
+"""Hugging Face export: the merged safetensors model, the adapter in PEFT layout, and a README with vLLM commands.
+
+Two ways to serve a LoRA run with vLLM, both written down in the export's README:
+the merged model on its own (``vllm serve DIR``), or the base model with the
+adapter attached at request time (``--enable-lora --lora-modules name=DIR/adapter``),
+which lets one server host many adapters of the same base.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tuneforge.export.merging import PROVENANCE_FILE, Source, merge_source
+
+ADAPTER_DIR = "adapter"
+# vLLM accepts only these values for --max-lora-rank (vllm/config LoRAConfig).
+_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that fits an adapter of rank ``rank``."""
+    return next((r for r in _VLLM_LORA_RANKS if r >= rank), rank)
+
+
+def readme(output: Path, name: str, *, base: str | None = None, adapter_config: dict | None = None) -> str:
+    """The export's README: what is in the folder and the exact commands to serve it.
+
+    Args:
+        output: The export folder (absolute paths are written, so commands run from anywhere).
+        name: The model name clients pass in requests.
+        base: The base model path or id (for the LoRA variant).
+        adapter_config: The adapter's ``adapter_config.json`` when the source is an adapter run.
+    """
+    out = Path(output).resolve()
+    text = [
+        f"# {name}: exported by tuneforge",
+        "",
+        "This folder is a plain Hugging Face model: safetensors weights (any adapter already merged in), "
+        "the tokenizer with its chat template, and a generation config that stops at the end-of-turn token.",
+        "",
+        "## Serve the merged model with vLLM",
+        "",
+        "```bash",
+        f"vllm serve {out} --served-model-name {name}",
+        "```",
+        "",
+        "```bash",
+        "curl http://localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\",
+        f"  -d '{{\"model\": \"{name}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'",
+        "```",
+        "",
+    ]
+    if adapter_config is not None and base is not None:
+        rank = int(adapter_config.get("r", 16))
+        text += [
+            "## Serve the base model with the LoRA adapter",
+            "",
+            f"`{ADAPTER_DIR}/` holds the adapter in PEFT layout; vLLM attaches it to the base model per request:",
+            "",
+            "```bash",
+            f"vllm serve {base} --enable-lora --lora-modules {name}={out / ADAPTER_DIR} "
+            f"--max-lora-rank {vllm_lora_rank(rank)}",
+            "```",
+            "",
+            f"Requests then name the adapter: `\"model\": \"{name}\"` (the base model stays available under its own name).",
+            "",
+        ]
+        if adapter_config.get("use_dora"):
+            text += ["Note: this is a DoRA adapter, which vLLM cannot attach; serve the merged model instead.", ""]
+    text += [
+        "## Load with transformers",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        f"model = AutoModelForCausalLM.from_pretrained(\"{out}\")",
+        f"tokenizer = AutoTokenizer.from_pretrained(\"{out}\")",
+        "```",
+    ]
+    return "\n".join(text) + "\n"
+
+
+def export_hf(source: Source, output: Path) -> list[Path]:
+    """Write the merged model, the adapter copy (LoRA runs) and the README into ``output``.
+
+    Returns:
+        The paths written (model folder files, ``adapter/``, ``README.md``).
+    """
+    output = Path(output)
+    merge_source(source, output)
+    written = sorted(output.iterdir())
+    adapter_config = None
+    base = None
+    if source.kind in ("run", "adapter") and (source.weights / "adapter_config.json").is_file():
+        shutil.copytree(source.weights, output / ADAPTER_DIR)
+        adapter_config = json.loads((source.weights / "adapter_config.json").read_text())
+        base = json.loads((output / PROVENANCE_FILE).read_text())["base_model"]
+        written.append(output / ADAPTER_DIR)
+    name = source.path.resolve().name
+    (output / "README.md").write_text(readme(output, name, base=base, adapter_config=adapter_config))
+    written.append(output / "README.md")
+    return written

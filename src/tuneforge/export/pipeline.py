@@ -1,0 +1,113 @@
+"""The export stage: turn a run (or an adapter, or a model) into a servable artifact.
+
+``run(source, fmt)`` reads top to bottom: find what the source is, make sure a
+merged Hugging Face folder exists, then write the requested format
+(``hf``: merged model + adapter + README; ``gguf``: GGUF file + Ollama
+Modelfile, checked against the merged model by a greedy round trip).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneforge.errors import ExportError
+from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
+from tuneforge.export.hf import export_hf
+from tuneforge.export.merging import Source, find_source, is_current, merge_source
+from tuneforge.export.modelfile import build_modelfile, inspect_template
+from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
+
+log = logging.getLogger("tuneforge.export")
+
+FORMATS = ("hf", "gguf")
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote."""
+
+    format: str
+    output: Path
+    files: list[Path] = field(default_factory=list)
+    roundtrip: RoundtripReport | None = None
+    """The GGUF-vs-merged comparison (gguf with ``check=True``)."""
+
+
+def _default_output(source: Source, fmt: str) -> Path:
+    if source.run is None:
+        raise ExportError(f"{source.path} is not a run directory; give an output folder (--output DIR)")
+    return source.run.export / fmt
+
+
+def _merged_dir(source: Source, scratch: Path) -> Path:
+    """A merged HF folder for ``source``: ``RUN/merged`` (merged now if missing or stale), else a scratch one."""
+    if source.kind == "model":
+        return source.path
+    target = source.run.merged if source.run is not None else scratch / "merged"
+    if not is_current(source, target):
+        log.info("merging %s into %s", source.weights, target)
+        merge_source(source, target)
+    return target
+
+
+def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: bool) -> ExportResult:
+    from tuneforge.data import end_of_turn_token
+    from tuneforge.models import load_tokenizer
+
+    gguf_path = write_gguf(merged, output / f"model-{quant}.gguf", quant, name=source.path.resolve().name)
+    tokenizer = load_tokenizer(merged)
+    modelfile = output / "Modelfile"
+    modelfile.write_text(
+        build_modelfile(
+            gguf_path.name, inspect_template(tokenizer), end_of_turn_token(tokenizer), source=str(source.path)
+        )
+    )
+    report = check_roundtrip(merged, gguf_path, DEFAULT_PROMPTS, max_new_tokens=16) if check else None
+    return ExportResult("gguf", output, [gguf_path, modelfile], report)
+
+
+def run(
+    source: str | Path, fmt: str = "hf", quant: str = "f16", output: str | Path | None = None, check: bool = True
+) -> ExportResult:
+    """Export a run, adapter or model as a Hugging Face folder or a GGUF file.
+
+    Args:
+        source: A run directory (``runs/NAME``), a PEFT adapter folder, a model folder or a model alias.
+        fmt: ``"hf"`` (merged safetensors + tokenizer + adapter + README) or ``"gguf"``
+            (llama.cpp/Ollama file + Modelfile).
+        quant: GGUF matrix type: ``"f16"`` or ``"q8_0"`` (``hf`` takes only the default).
+        output: The export folder; default ``RUN/export/<fmt>`` (required for non-run sources).
+        check: For gguf, load the file back with transformers and compare greedy completions.
+
+    Returns:
+        An :class:`ExportResult` with the files written and the round-trip report.
+
+    Raises:
+        ExportError: unknown format or quantization, missing source, unsupported architecture.
+
+    Example:
+        >>> result = run("runs/support-bot", fmt="gguf", quant="q8_0")
+        >>> print(result.roundtrip.summary())
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if fmt == "gguf":
+        check_quant(quant)
+    elif quant != "f16":
+        raise ExportError(f"--quant {quant} applies to the gguf format only; the hf export keeps the model's dtype")
+    src = find_source(source)
+    out = Path(output) if output is not None else _default_output(src, fmt)
+    if fmt == "hf":
+        return ExportResult("hf", out, export_hf(src, out))
+    scratch = Path(tempfile.mkdtemp(prefix="tuneforge-export-"))
+    try:
+        merged = _merged_dir(src, scratch)
+        read_config(merged)  # fail on an unsupported architecture before any writing
+        out.mkdir(parents=True, exist_ok=True)
+        return _export_gguf(src, merged, out, quant, check)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
