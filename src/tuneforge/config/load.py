@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import typing
 from pathlib import Path
 from typing import Any, Iterable
@@ -50,6 +51,27 @@ _REFUSED = {
 }
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false.
+
+    YAML 1.1 (PyYAML's default) reads ``no``/``off``/``on``/``yes`` as booleans, so
+    ``save_strategy: no`` or ``packing: off`` would arrive as False instead of the word.
+    """
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _parse(text: str):
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *, data: dict | None = None) -> RunConfig:
     """Load, override and validate a run config.
 
@@ -76,8 +98,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
             raise ConfigError(f"config file not found: {path}")
         text = path.read_text(encoding="utf-8")
         try:
-            raw = yaml.safe_load(text)
-            lines = _line_index(yaml.compose(text))
+            raw = _parse(text)
+            lines = _line_index(yaml.compose(text, Loader=_Yaml12Loader))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -96,7 +118,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
             continue
         dotted = tuple(key.strip().split("."))
         try:
-            parsed = yaml.safe_load(value) if value != "" else None
+            parsed = _parse(value) if value != "" else None
         except yaml.YAMLError:
             parsed = value
         _assign(raw, dotted, parsed)
