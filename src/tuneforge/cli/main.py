@@ -17,12 +17,19 @@ from rich.console import Console
 
 from tuneforge.errors import TuneforgeError
 
-# name -> "module:function". The one list of commands (add a line for a new one).
+# name -> "module:function" (or "module:typer_app" for a command group). The one list of commands (add a line for a new one).
 COMMANDS: dict[str, str] = {
     "train": "tuneforge.cli.train:train",
     "validate": "tuneforge.cli.validate:validate",
     "generate": "tuneforge.cli.generate:generate",
     "chat": "tuneforge.cli.generate:chat",
+    "eval": "tuneforge.cli.eval:evaluate",
+    "report": "tuneforge.cli.report:report",
+    "compare": "tuneforge.cli.compare:compare",
+    "serve": "tuneforge.cli.serve:serve",
+    "keys": "tuneforge.cli.keys:app",
+    "merge": "tuneforge.cli.merge:merge",
+    "export": "tuneforge.cli.export:export",
 }
 
 
@@ -32,8 +39,12 @@ def build_app() -> typer.Typer:
         help="Fine-tune LLMs end to end: data, training, evaluation, export and serving from one config.",
     )
     for name, target in COMMANDS.items():
-        module, func = target.split(":")
-        app.command(name)(getattr(importlib.import_module(module), func))
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        if isinstance(command, typer.Typer):  # a command group such as `tuneforge keys create|list|revoke`
+            app.add_typer(command, name=name)
+        else:
+            app.command(name)(command)
     return app
 
 

@@ -126,6 +126,9 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
         validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
     )
     trainer_box["t"] = trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the rich callback prints instead
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
 
@@ -219,21 +222,15 @@ def _save(model: Any, tokenizer: Any, folder: Path) -> None:
 
 
 def _evaluate(cfg: RunConfig, model: Any, tokenizer: Any, base_path: str, run: RunDir, prepared: Any, console: Any) -> Any:
+    """Tuned vs baseline on the held-out test split (eval resolves ``eval.baseline``: for an adapter,
+    the base is the same weights with the adapter switched off, so nothing is loaded twice)."""
     from tuneforge.eval import run as run_eval
-    from tuneforge.models.load import LoadedModel, load
+    from tuneforge.models.load import LoadedModel
 
     model.eval()
     tuned = LoadedModel(model, tokenizer, base_path, run=run, adapter_path=run.adapter if run.adapter.is_dir() else None)
-    baseline = None
-    if cfg.eval.baseline == "base":
-        from tuneforge.models.load import load_model
-
-        base_model, base_tok, _ = load_model(cfg.model)
-        baseline = LoadedModel(base_model, base_tok, base_path)
-    elif cfg.eval.baseline:
-        baseline = load(cfg.eval.baseline)
     result = run_eval(
-        cfg.eval, tuned=tuned, examples=prepared.test_examples, out_dir=run.eval, baseline=baseline,
+        cfg.eval, tuned=tuned, examples=prepared.test_examples, out_dir=run.eval,
         data_format=prepared.format, metrics_log=run.metrics, seed=cfg.training.seed,
         max_seq_length=cfg.training.max_seq_length,
     )

@@ -1,0 +1,110 @@
+"""Batched answer generation for evaluation: chat template, left padding, KV cache, seeded decoding.
+
+Prompts are the messages before each example's final assistant turn, rendered
+with the tokenizer's chat template and ``add_generation_prompt=True``. They are
+sorted by length so a batch holds prompts of similar length (little padding),
+generated greedily or by sampling (``eval.generation``), stopped at the
+end-of-turn token, and returned in the original order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tuneforge.config.schema import GenerationConfig
+
+
+@dataclass(frozen=True)
+class Generations:
+    """Generated answers, in example order, and how long they took."""
+
+    texts: list[str]
+    seconds: float
+    new_tokens: int
+
+    @property
+    def examples_per_second(self) -> float:
+        return len(self.texts) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def stop_token_ids(tokenizer: Any, model: Any | None = None) -> list[int]:
+    """Token ids that end an answer: the template's end-of-turn token, eos, and the model's own eos ids."""
+    from tuneforge.data import end_of_turn_token
+
+    ids = [tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer)), tokenizer.eos_token_id]
+    model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += model_eos if isinstance(model_eos, list) else [model_eos]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def render_prompts(tokenizer: Any, examples: Sequence[dict]) -> list[str]:
+    """Each example's prompt messages as the model sees them before answering (chat template + generation prompt)."""
+    from tuneforge.data import prompt_messages, render_prompt
+
+    return [render_prompt(prompt_messages(ex), tokenizer) for ex in examples]
+
+
+def generate_answers(
+    model: Any, tokenizer: Any, examples: Sequence[dict], gen: GenerationConfig, *, seed: int = 42
+) -> Generations:
+    """Generate one answer per example.
+
+    Args:
+        model: A causal LM (a ``PeftModel`` too; run it under ``disable_adapter()`` for the base).
+        tokenizer: Its tokenizer, with a chat template.
+        examples: Canonical chat examples.
+        gen: ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``batch_size``.
+        seed: Seeds sampling. The global torch RNG is forked, so a caller's RNG stream
+            (the trainer's) is left as it was.
+
+    Returns:
+        :class:`Generations` with the stripped answers in example order.
+
+    Example:
+        >>> out = generate_answers(model, tokenizer, examples, GenerationConfig(max_new_tokens=16))
+        >>> out.texts[0]
+        'billing'
+    """
+    from tuneforge.data.template import has_chat_template
+
+    prompts = render_prompts(tokenizer, examples)
+    # A chat template writes its own BOS; the fallback format relies on the tokenizer adding it.
+    special = not has_chat_template(tokenizer)
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=special)["input_ids"]]
+    # Longest first: a batch that does not fit in memory fails at once, not at the end.
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    settings: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample, "use_cache": True,
+        "eos_token_id": stop_token_ids(tokenizer, model), "pad_token_id": tokenizer.pad_token_id,
+    }
+    if gen.do_sample:  # passing these to greedy decoding only triggers warnings
+        settings.update(temperature=gen.temperature, top_p=gen.top_p)
+    else:
+        settings.update(temperature=None, top_p=None, top_k=None)
+    device = next(model.parameters()).device
+    texts: list[str] = [""] * len(prompts)
+    new_tokens = 0
+    padding_side, was_training = tokenizer.padding_side, model.training
+    tokenizer.padding_side = "left"  # decoder-only models continue from the last position of each row
+    model.eval()
+    start = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+            torch.manual_seed(seed)
+            for b in range(0, len(order), gen.batch_size):
+                batch = order[b : b + gen.batch_size]
+                enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=special)
+                out = model.generate(**enc.to(device), **settings)
+                answers = out[:, enc["input_ids"].shape[1] :]
+                new_tokens += int((answers != tokenizer.pad_token_id).sum())
+                for i, text in zip(batch, tokenizer.batch_decode(answers, skip_special_tokens=True)):
+                    texts[i] = text.strip()
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return Generations(texts, time.perf_counter() - start, new_tokens)

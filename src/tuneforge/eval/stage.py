@@ -1,0 +1,268 @@
+"""The evaluation stage: score the tuned model and its baseline on the same examples, then write the report.
+
+``run()`` reads top to bottom: check inputs → pick models → generate and score
+each model → forgetting check → paired bootstrap → changed examples → files.
+``score()`` is the light path the trainer calls for validation metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.schema import EvalConfig
+from tuneforge.errors import EvalError
+from tuneforge.eval.checks import check_examples, check_references, resolve_metrics
+from tuneforge.eval.compare import bootstrap_indices, changed_examples, paired_bootstrap, single_bootstrap
+from tuneforge.eval.forgetting import compare_perplexity, document_nll, load_reference_texts, reference_source
+from tuneforge.eval.generate import Generations, generate_answers
+from tuneforge.eval.loss import example_nll
+from tuneforge.eval.report import save_outputs
+from tuneforge.eval.result import EvalResult, MetricComparison
+from tuneforge.eval.scoring import LOSS_METRICS, Scored, score_outputs
+
+log = logging.getLogger("tuneforge.eval")
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A model as evaluated: the base of a PEFT model is the same object with its adapter switched off."""
+
+    label: str
+    model: Any
+    tokenizer: Any
+    adapter_off: bool = False
+
+    def active(self) -> contextlib.AbstractContextManager:
+        return self.model.disable_adapter() if self.adapter_off else contextlib.nullcontext()
+
+
+def _is_peft(model: Any) -> bool:
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def _name(loaded: Any) -> str:
+    if loaded.run is not None:
+        return loaded.run.root.name
+    return Path(str(loaded.adapter_path or loaded.base_path)).name
+
+
+def _base_of(tuned: Any) -> _Model | None:
+    """The starting model of ``tuned``: its adapter switched off, or loaded from ``base_path``.
+
+    A PEFT model is evaluated twice in one copy (``disable_adapter()``): cheaper than a second load.
+    A plain model with no run and no adapter is its own base, so there is nothing to compare.
+    """
+    if _is_peft(tuned.model):
+        return _Model("base", tuned.model, tuned.tokenizer, adapter_off=True)
+    if tuned.run is None and tuned.adapter_path is None:
+        return None
+    from tuneforge.models import load_model
+
+    model, tokenizer, _ = load_model(tuned.base_path)
+    return _Model("base", model, tokenizer)
+
+
+def _baseline(cfg: EvalConfig, tuned: Any, given: Any | None) -> _Model | None:
+    if given is not None:
+        return _Model(cfg.baseline if cfg.baseline == "base" else _name(given), given.model, given.tokenizer)
+    if cfg.baseline is None:
+        return None
+    if cfg.baseline == "base":
+        base = _base_of(tuned)
+        if base is None:
+            log.warning("%s is a plain model, not a fine-tune: no base to compare with", _name(tuned))
+        return base
+    from tuneforge.models import load
+
+    other = load(cfg.baseline)
+    return _Model(_name(other), other.model, other.tokenizer)
+
+
+def _score_model(
+    side: _Model, examples: Sequence[dict], references: list[str] | None, names: list[str], cfg: EvalConfig,
+    *, seed: int, max_seq_length: int,
+) -> tuple[Scored, Generations | None]:
+    generations, nll = None, None
+    with side.active():
+        if any(n not in LOSS_METRICS for n in names):
+            generations = generate_answers(side.model, side.tokenizer, examples, cfg.generation, seed=seed)
+        if any(n in LOSS_METRICS for n in names):
+            nll = example_nll(side.model, side.tokenizer, examples, max_seq_length=max_seq_length)
+    texts = generations.texts if generations else None
+    return score_outputs(names, texts, references, cfg, nll=nll), generations
+
+
+def _prepare(examples: Sequence[dict], cfg: EvalConfig, metrics: Sequence[str] | None, data_format: str | None,
+             source: str) -> tuple[list[dict], str, list[str], list[str] | None]:
+    examples = list(examples[: cfg.max_examples] if cfg.max_examples else examples)
+    kind = check_examples(examples, data_format=data_format, source=source)
+    names = resolve_metrics(metrics if metrics is not None else cfg.metrics, labels=cfg.labels, kind=kind)
+    references = None
+    if kind == "chat":
+        from tuneforge.data import reference
+
+        references = [reference(ex) for ex in examples]
+        check_references(examples, references, cfg, names, source)
+    return examples, kind, names, references
+
+
+def score(
+    model: Any, tokenizer: Any, examples: list[dict], cfg: EvalConfig, *, metrics: list[str] | None = None,
+    max_seq_length: int = 1024, seed: int = 42,
+) -> dict[str, float]:
+    """Aggregate metrics of one model on examples: the trainer's validation metrics.
+
+    Uses ``cfg.metrics`` (or ``metrics``), ``labels``, ``normalize``, ``generation`` and
+    ``max_examples`` (so validation during training can be capped); no baseline, no files.
+    Keys are metric names without the ``eval_`` prefix; ``rouge`` adds ``rouge1``,
+    ``rouge2``, ``rougeL`` and ``rouge`` (= ``rougeL``) so ``early_stopping.metric: eval_rouge`` works.
+
+    Raises:
+        EvalError: the examples or metric names do not fit (see :func:`tuneforge.eval.checks.check_examples`).
+
+    Example:
+        >>> score(model, tokenizer, val_examples, cfg.eval, metrics=["exact_match"])
+        {'exact_match': 0.42}
+    """
+    examples, _, names, references = _prepare(examples, cfg, metrics, None, "the validation set")
+    scored, _ = _score_model(_Model("tuned", model, tokenizer), examples, references, names, cfg,
+                             seed=seed, max_seq_length=max_seq_length)
+    values = scored.values()
+    if "rougeL" in values:
+        values["rouge"] = values["rougeL"]
+    return values
+
+
+def run(
+    cfg: EvalConfig, *, tuned: Any, examples: list[dict], out_dir: Path, baseline: Any | None = None,
+    data_format: str | None = None, metrics_log: Path | None = None, seed: int = 42, max_seq_length: int = 1024,
+    data_source: str | None = None,
+) -> EvalResult:
+    """Evaluate a tuned model against its baseline and write the report into ``out_dir``.
+
+    ``cfg.enabled`` is the trainer's switch (evaluate at the end of ``tuneforge train``);
+    a direct call always evaluates. ``cfg.max_examples`` keeps the first N examples.
+
+    Args:
+        cfg: The ``eval:`` section (metrics, labels, normalisation, baseline, decoding, bootstrap, forgetting).
+        tuned: A :class:`tuneforge.models.LoadedModel`. A PEFT model's base is evaluated by
+            switching its adapter off (no second copy); a full fine-tune must carry ``run``
+            (or ``adapter_path``) so its base is loaded from ``base_path``.
+        examples: Canonical test examples (chat with a final assistant answer, or raw text).
+        out_dir: Where report.md, report.html, metrics.json, predictions.jsonl and the plots go.
+        baseline: A loaded baseline model; ``None`` resolves ``cfg.baseline`` (``base``, a model, or null).
+        data_format: The training data format, so a test set of another kind is refused.
+        metrics_log: The training ``metrics.jsonl`` for the loss-curve plot.
+        seed: Seeds sampling and the bootstrap.
+        max_seq_length: Longest sequence for the loss (longer examples are not scored for loss).
+        data_source: A name for the examples' origin, shown in the report.
+
+    Returns:
+        The :class:`EvalResult` (also written to ``out_dir/metrics.json``).
+
+    Raises:
+        EvalError: inputs that do not fit (empty set, wrong format, missing references, labels, metric names).
+    """
+    source = data_source or "the test set"
+    examples, kind, names, references = _prepare(examples, cfg, None, data_format, source)
+    texts = load_reference_texts(cfg.forgetting) if cfg.forgetting.enabled and cfg.forgetting.data else None
+    tuned_side = _Model(_name(tuned), tuned.model, tuned.tokenizer)
+    base_side = _baseline(cfg, tuned, baseline)
+
+    tuned_scored, tuned_gen = _score_model(tuned_side, examples, references, names, cfg, seed=seed, max_seq_length=max_seq_length)
+    base_scored, base_gen = (None, None)
+    if base_side is not None:
+        base_scored, base_gen = _score_model(base_side, examples, references, names, cfg, seed=seed, max_seq_length=max_seq_length)
+
+    forgetting, skipped = None, None
+    if cfg.forgetting.enabled:
+        forgetting, skipped = _forgetting(cfg, tuned, tuned_side, base_side, texts, seed, max_seq_length)
+
+    comparisons = _compare(base_scored, tuned_scored, bootstrap_indices(len(examples), cfg.bootstrap_samples, seed))
+    changed = None
+    by = next((n for n in ("accuracy", "exact_match") if n in tuned_scored.metrics), None)
+    if base_scored is not None and by:
+        changed = changed_examples(by, base_scored.metrics[by].per_example, tuned_scored.metrics[by].per_example)
+    loss_skipped = (
+        int((tuned_scored.metrics["loss"].stats[:, 1] == 0).sum()) if "loss" in tuned_scored.metrics else None
+    )
+
+    result = EvalResult(
+        metrics=comparisons, examples=len(examples), tuned_name=tuned_side.label,
+        baseline_name=base_side.label if base_side else None, changed=changed,
+        unparseable={k: s.unparseable for k, s in (("base", base_scored), ("tuned", tuned_scored))
+                     if s is not None and s.labels is not None},
+        forgetting=forgetting, forgetting_skipped=skipped,
+        timing={k: {"seconds": g.seconds, "examples_per_second": g.examples_per_second, "new_tokens": g.new_tokens}
+                for k, g in (("tuned", tuned_gen), ("base", base_gen)) if g is not None},
+        settings={
+            "data": source, "kind": kind, "metrics": names, "labels": cfg.labels, "normalize": list(cfg.normalize),
+            "json_fields": cfg.json_fields, "generation": cfg.generation.model_dump(), "seed": seed,
+            "bootstrap_samples": cfg.bootstrap_samples, "max_seq_length": max_seq_length,
+            "loss_examples_skipped": loss_skipped,
+        },
+    )
+    rows = _prediction_rows(examples, kind, references, tuned_scored, tuned_gen, base_scored, base_gen)
+    return save_outputs(result, rows, Path(out_dir), metrics_log=metrics_log)
+
+
+def _compare(base: Scored | None, tuned: Scored, indices: Any) -> dict[str, MetricComparison]:
+    out = {}
+    for name, tv in tuned.metrics.items():
+        if base is None:
+            out[name] = MetricComparison(name, tv.value, single_bootstrap(tv, indices), tv.higher_is_better)
+        else:
+            p = paired_bootstrap(base.metrics[name], tv, indices)
+            out[name] = MetricComparison(name, p.tuned, p.tuned_ci, tv.higher_is_better, p.base, p.base_ci, p.diff, p.diff_ci)
+    return out
+
+
+def _forgetting(cfg: EvalConfig, tuned: Any, tuned_side: _Model, base_side: _Model | None,
+                texts: list[str] | None, seed: int, max_seq_length: int) -> tuple[Any, str | None]:
+    base = base_side if base_side is not None and base_side.label == "base" else _base_of(tuned)
+    if base is None:
+        return None, "the evaluated model is a plain model, so there is no base to compare with"
+    if texts is None:  # the bundled set: an install without it skips the check instead of failing the run
+        try:
+            texts = load_reference_texts(cfg.forgetting)
+        except EvalError as exc:
+            log.warning("forgetting check skipped: %s", exc)
+            return None, str(exc)
+    rows = {}
+    for key, side in (("tuned", tuned_side), ("base", base)):
+        with side.active():
+            rows[key] = document_nll(side.model, side.tokenizer, texts, max_seq_length=max_seq_length)
+    return compare_perplexity(rows["base"], rows["tuned"], cfg.forgetting, source=str(reference_source(cfg.forgetting)),
+                              samples=cfg.bootstrap_samples, seed=seed), None
+
+
+def _clean(x: Any) -> Any:
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def _prediction_rows(examples, kind, references, tuned_scored, tuned_gen, base_scored, base_gen) -> list[dict]:
+    from tuneforge.data import prompt_messages
+
+    rows = []
+    for i, ex in enumerate(examples):
+        row: dict[str, Any] = {"index": i}
+        if kind == "chat":
+            row.update(prompt=prompt_messages(ex), reference=references[i])
+        else:
+            row["text"] = ex["text"]
+        for side, scored, gen in (("base", base_scored, base_gen), ("tuned", tuned_scored, tuned_gen)):
+            if scored is None:
+                continue
+            if gen is not None:
+                row[f"{side}_output"] = gen.texts[i]
+            if scored.labels is not None:
+                row[f"{side}_label"] = scored.labels[i]
+            row[f"{side}_scores"] = {n: _clean(float(mv.per_example[i])) for n, mv in scored.metrics.items()}
+        rows.append(row)
+    return rows

@@ -1,0 +1,106 @@
+"""Evaluate what a user points at: a run directory or a model, with command-line style overrides.
+
+``evaluate()`` is the Python function behind ``tuneforge eval``: it finds the
+run's config, test split and training log, applies the overrides, loads the
+model and calls :func:`tuneforge.eval.run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tuneforge.config.schema import EvalConfig
+from tuneforge.errors import EvalError
+from tuneforge.eval.checks import check_metric_names, example_kind
+from tuneforge.eval.result import EvalResult
+from tuneforge.eval.stage import run
+from tuneforge.rundir import RunDir
+
+KEEP = "config"
+"""``baseline`` default of :func:`evaluate`: keep what the run's config (or the default config) says."""
+
+
+def _training_format(cfg, run_dir: RunDir) -> str | None:
+    formats = {src.format for src in cfg.data.train}
+    if len(formats) == 1 and (fmt := formats.pop()) != "auto":
+        return fmt
+    # Auto-detected: the run's own test split shows what the data turned into.
+    if run_dir.test_split.is_file():
+        from tuneforge.data import load_examples
+
+        held_out = load_examples(str(run_dir.test_split))
+        if held_out:
+            return "text" if example_kind(held_out[0]) == "text" else "chat"
+    return None
+
+
+def evaluate(
+    target: str | Path,
+    *,
+    data: str | Path | None = None,
+    baseline: str | None = KEEP,
+    metrics: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    max_examples: int | None = None,
+    output: str | Path | None = None,
+) -> EvalResult:
+    """Evaluate a run or a model on a test set and write the report.
+
+    Args:
+        target: A run directory, an adapter folder, a model folder, a ``.gguf`` or an alias.
+        data: Test file (any format ``tuneforge.data.load_examples`` reads). Default: the run's test split.
+        baseline: ``"base"``, ``"none"``/``None``, or a run/model to compare with; default: the config's.
+        metrics: Metric names overriding ``eval.metrics``.
+        labels: Label set overriding ``eval.labels``.
+        max_examples: Evaluate at most this many examples.
+        output: Report folder; default ``RUN/eval`` for a run, else ``./eval-<name>``.
+
+    Raises:
+        EvalError: no test data, or inputs that do not fit (see :func:`tuneforge.eval.run`).
+
+    Example:
+        >>> evaluate("runs/tickets", baseline="base", max_examples=100).summary_table()
+    """
+    from tuneforge.data import load_examples
+    from tuneforge.models import load
+
+    target = Path(target)
+    run_dir = RunDir(target) if RunDir(target).is_run() else None
+    cfg, data_format, seed, max_seq_length, metrics_log = EvalConfig(), None, 42, 1024, None
+    if run_dir is not None:
+        from tuneforge.config.load import load_config
+
+        run_cfg = load_config(run_dir.config)
+        cfg, seed, max_seq_length = run_cfg.eval, run_cfg.training.seed, run_cfg.training.max_seq_length
+        data_format = _training_format(run_cfg, run_dir)
+        metrics_log = run_dir.metrics if run_dir.metrics.is_file() else None
+
+    updates: dict = {}
+    if metrics is not None:
+        updates["metrics"] = check_metric_names(metrics)
+    if labels is not None:
+        updates["labels"] = list(labels)
+    if max_examples is not None:
+        updates["max_examples"] = max_examples
+    if baseline != KEEP:
+        updates["baseline"] = None if baseline in (None, "none") else baseline
+    cfg = EvalConfig.model_validate({**cfg.model_dump(), **updates})
+
+    if data is None:
+        if run_dir is None:
+            raise EvalError(f"{target} is not a run directory, so there is no test split: give --data FILE")
+        if not run_dir.test_split.is_file():
+            raise EvalError(
+                f"run {target} has no test split ({run_dir.test_split} is missing; data.split.test was 0?): "
+                "give --data FILE"
+            )
+        data = run_dir.test_split
+    examples = load_examples(str(data))
+    tuned = load(target)
+    name = run_dir.root.name if run_dir else target.name or str(target)
+    out_dir = Path(output) if output else run_dir.eval if run_dir else Path(f"eval-{name}")
+    return run(
+        cfg, tuned=tuned, examples=examples, out_dir=out_dir, data_format=data_format,
+        metrics_log=metrics_log, seed=seed, max_seq_length=max_seq_length, data_source=str(data),
+    )

@@ -1,0 +1,186 @@
+"""End-to-end evaluation on the tiny model: a LoRA-wrapped model as tuned, its base as baseline.
+
+Through the Python API (``run``, ``score``) and the CLI (``tuneforge eval``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.eval.conftest import LABELS, lora_model, write_jsonl
+from tuneforge.cli.main import main
+from tuneforge.config.schema import EvalConfig, ForgettingConfig, GenerationConfig
+from tuneforge.eval import EvalResult, run, score
+from tuneforge.eval.forgetting import document_nll, load_reference_texts
+from tuneforge.eval.generate import generate_answers, stop_token_ids
+from tuneforge.eval.scoring import loss_values
+from tuneforge.models import LoadedModel, load_model
+
+FAST = {"bootstrap_samples": 200, "generation": {"max_new_tokens": 4, "batch_size": 4}}
+
+
+@pytest.fixture
+def tuned(tiny_model_dir):
+    from tuneforge.models import load_tokenizer
+
+    return LoadedModel(lora_model(tiny_model_dir), load_tokenizer(tiny_model_dir), str(tiny_model_dir))
+
+
+def test_run_lora_against_base(tuned, tiny_model_dir, tickets, general_text, tmp_path):
+    cfg = EvalConfig(labels=LABELS, forgetting={"data": str(general_text)}, **FAST)
+    result = run(cfg, tuned=tuned, examples=tickets, out_dir=tmp_path / "eval", seed=1, max_seq_length=256)
+
+    assert isinstance(result, EvalResult)
+    assert result.baseline_name == "base" and result.examples == len(tickets)
+    assert list(result.metrics) == ["loss", "perplexity", "accuracy", "macro_f1", "exact_match"]
+    for name in ("metrics.json", "predictions.jsonl", "report.md", "report.html", "metrics.png"):
+        assert (tmp_path / "eval" / name).is_file(), name
+
+    # The base was evaluated by switching the adapter off: its numbers equal a freshly loaded base model's.
+    base_model, base_tok, _ = load_model(str(tiny_model_dir))
+    fresh = score(base_model, base_tok, tickets, cfg, metrics=["loss"], max_seq_length=256)
+    assert result.metrics["loss"].base == pytest.approx(fresh["loss"], rel=1e-5)
+    assert result.metrics["loss"].tuned != pytest.approx(fresh["loss"], rel=1e-3)  # the LoRA changed the model
+    assert result.metrics["loss"].diff == pytest.approx(result.metrics["loss"].tuned - result.metrics["loss"].base)
+    lo, hi = result.metrics["loss"].diff_ci
+    assert lo <= hi
+
+    # Forgetting: the same general-text perplexity as the base model measured directly.
+    texts = load_reference_texts(ForgettingConfig(data=str(general_text)))
+    direct = loss_values(document_nll(base_model, base_tok, texts, max_seq_length=256))["perplexity"].value
+    assert result.forgetting.base_perplexity == pytest.approx(direct, rel=1e-5)
+    assert result.forgetting.documents == len(texts)
+    assert result.forgetting.flagged == (result.forgetting.rise > cfg.forgetting.max_rise)
+
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == len(tickets)
+    assert rows[0]["reference"] == "billing" and rows[0]["prompt"][-1]["role"] == "user"
+    assert {"base_output", "tuned_output", "base_label", "tuned_label", "base_scores", "tuned_scores"} <= set(rows[0])
+    assert set(rows[0]["tuned_scores"]) == set(result.metrics)
+    unparseable = sum(r["tuned_label"] is None for r in rows)
+    assert result.unparseable["tuned"] == unparseable
+
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["metrics"]["accuracy"]["tuned"] == result.metrics["accuracy"].tuned
+    assert saved["settings"]["bootstrap_samples"] == 200 and saved["timing"]["tuned"]["examples_per_second"] > 0
+
+    # The adapter is switched back on afterwards: the tuned loss is measured again.
+    again = score(tuned.model, tuned.tokenizer, tickets, cfg, metrics=["loss"], max_seq_length=256)["loss"]
+    assert again == pytest.approx(result.metrics["loss"].tuned, rel=1e-6)
+
+
+def test_summary_table_lists_metrics(tuned, tickets, tmp_path):
+    from rich.console import Console
+
+    cfg = EvalConfig(labels=LABELS, forgetting={"enabled": False}, **FAST)
+    result = run(cfg, tuned=tuned, examples=tickets[:3], out_dir=tmp_path, max_seq_length=256)
+    console = Console(record=True, width=150)
+    console.print(result.summary_table())
+    text = console.export_text()
+    for column in ("metric", "base", "tuned", "Δ", "95% CI", "accuracy", "perplexity"):
+        assert column in text
+    assert result.forgetting is None and result.forgetting_skipped is None
+
+
+def test_run_without_baseline(tuned, tickets, tmp_path):
+    cfg = EvalConfig(baseline=None, metrics=["exact_match", "token_f1", "rouge"], forgetting={"enabled": False}, **FAST)
+    result = run(cfg, tuned=tuned, examples=tickets, out_dir=tmp_path, max_seq_length=256)
+    assert result.baseline_name is None and result.changed is None
+    assert set(result.metrics) == {"exact_match", "token_f1", "rouge1", "rouge2", "rougeL"}
+    assert all(mc.base is None and mc.diff_ci is None for mc in result.metrics.values())
+    assert list(result.timing) == ["tuned"]
+
+
+def test_score_for_validation_leaves_model_state(tuned, tickets):
+    model, tok = tuned.model, tuned.tokenizer
+    model.train()
+    tok.padding_side = "right"
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    cfg = EvalConfig(labels=LABELS, generation={"do_sample": True, "max_new_tokens": 3})
+    values = score(model, tok, tickets, cfg, metrics=["accuracy", "loss", "rouge"], max_seq_length=256)
+    assert set(values) == {"accuracy", "loss", "rouge1", "rouge2", "rougeL", "rouge"}
+    assert values["rouge"] == values["rougeL"]
+    assert model.training and tok.padding_side == "right"
+    assert torch.rand(1) == expected_next  # the caller's RNG stream is untouched by seeded sampling
+
+
+def test_batched_generation_matches_one_by_one(tuned, tickets):
+    gen = GenerationConfig(max_new_tokens=5, batch_size=4)
+    batched = generate_answers(tuned.model, tuned.tokenizer, tickets, gen).texts
+    single = [generate_answers(tuned.model, tuned.tokenizer, [ex], gen).texts[0] for ex in tickets]
+    assert batched == single
+
+
+def test_sampling_is_seeded(tuned, tickets):
+    gen = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=1.5, batch_size=3)
+    a = generate_answers(tuned.model, tuned.tokenizer, tickets, gen, seed=5).texts
+    b = generate_answers(tuned.model, tuned.tokenizer, tickets, gen, seed=5).texts
+    c = generate_answers(tuned.model, tuned.tokenizer, tickets, gen, seed=6).texts
+    assert a == b and a != c
+
+
+def test_stop_tokens_include_end_of_turn(tiny_tokenizer):
+    assert tiny_tokenizer.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tiny_tokenizer)
+
+
+def test_cli_eval_on_run_dir(lora_run, capsys):
+    assert main(["eval", str(lora_run), "--max-examples", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "report.html" in out
+    eval_dir = lora_run / "eval"
+    saved = json.loads((eval_dir / "metrics.json").read_text())
+    assert saved["examples"] == 4 and saved["baseline"] == "base"
+    assert saved["settings"]["labels"] == LABELS  # the run config's eval: section was used
+    assert saved["forgetting"]["documents"] == 4
+    assert (eval_dir / "loss_curve.png").is_file()  # from the run's metrics.jsonl
+
+
+def test_cli_eval_model_with_data_and_overrides(tiny_model_dir, tickets, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "test.jsonl", tickets)
+    out = tmp_path / "report"
+    code = main(["eval", str(tiny_model_dir), "--data", str(data), "--metrics", "exact_match,token_f1",
+                 "--output", str(out)])
+    assert code == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert list(saved["metrics"]) == ["exact_match", "token_f1"]
+    assert saved["baseline"] is None  # a plain model is its own base
+    assert "no base" in saved["forgetting_skipped"] or "bundled" in saved["forgetting_skipped"]
+
+
+def test_cli_eval_against_another_model(lora_run, tiny_model_dir, tmp_path):
+    out = tmp_path / "vs"
+    assert main(["eval", str(lora_run), "--baseline", str(tiny_model_dir), "--labels", ",".join(LABELS),
+                 "--max-examples", "3", "--output", str(out)]) == 0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["baseline"] == tiny_model_dir.name
+    assert saved["changed"]["metric"] == "accuracy"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--metrics", "acuracy"], "did you mean 'accuracy'"),
+        (["--labels", "billing,refund"], "not in eval.labels"),
+        (["--metrics", "accuracy", "--labels", ""], "need a label set"),
+    ],
+)
+def test_cli_eval_bad_input(lora_run, tmp_path, capsys, args, message):
+    assert main(["eval", str(lora_run), "--output", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_cli_eval_refuses_raw_text_for_a_chat_run(lora_run, tmp_path, capsys):
+    text = write_jsonl(tmp_path / "text.jsonl", [{"text": "just some words"}, {"text": "and more words"}])
+    assert main(["eval", str(lora_run), "--data", str(text), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "raw text" in err and "'chat'" in err
+
+
+def test_cli_eval_model_without_data(tiny_model_dir, capsys):
+    assert main(["eval", str(tiny_model_dir)]) == 2
+    assert "--data" in capsys.readouterr().err
