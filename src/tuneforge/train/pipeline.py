@@ -110,8 +110,8 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        callbacks += [
-            cb.RichProgressCallback(console), cb.MetricsLogCallback(run.metrics, meter),
+        callbacks += [  # the metrics log first: it adds tokens_per_second to the logs the progress bar shows
+            cb.MetricsLogCallback(run.metrics, meter), cb.RichProgressCallback(console),
             TensorBoardCallback(SummaryWriter(log_dir=str(run.tensorboard))),
         ]
     early = cfg.training.early_stopping
