@@ -131,14 +131,17 @@ def test_resume_skips_a_half_written_checkpoint(tmp_path):
 
 def test_two_process_ddp_with_gloo(run_config, tmp_path):
     path = run_config(name="ddp", training={"max_steps": 4, "save_strategy": "no"})
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--cpu",
+    # accelerate's --cpu flag means one process (or MPI); --multi_gpu starts torchrun processes, which
+    # on a machine without GPUs train on the CPU with the gloo backend.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
            "-m", "tuneforge", "train", str(path)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = RunDir(load_config(path).run_dir)
     ranks = [json.loads((run.root / "ranks" / f"rank-{i}.json").read_text()) for i in (0, 1)]
-    assert [r["world_size"] for r in ranks] == [2, 2] and {r["backend"] for r in ranks} == {"gloo"}
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    assert [r["world_size"] for r in ranks] == [2, 2] and {r["backend"] for r in ranks} == {backend}
     assert all(r["global_step"] == 4 and r["tokens_seen"] > 0 for r in ranks)
     # Gradients were all-reduced: both ranks end with the same adapter weights.
     assert ranks[0]["trainable_checksum"] == pytest.approx(ranks[1]["trainable_checksum"], rel=1e-6)

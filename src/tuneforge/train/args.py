@@ -93,6 +93,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, precision: str, has_
         report_to="none",  # tensorboard is attached by the pipeline with the run's own folder
         disable_tqdm=True,  # the rich progress bar replaces tqdm
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every trainable parameter takes part; True costs a graph walk per step
         prediction_loss_only=True,
         run_name=cfg.name,
     )
