@@ -18,15 +18,16 @@ def generate(
 ) -> int:
     """Answer one or more prompts with a model or a fine-tuned run."""
     from tuneforge.config.schema import GenerationConfig
-    from tuneforge.eval.generate import generate_answers
+    from tuneforge.data import render_prompt
+    from tuneforge.eval.generate import generate_texts
     from tuneforge.models import load
 
     loaded = load(target)
     prefix = [{"role": "system", "content": system}] if system else []
-    examples = [{"messages": prefix + [{"role": "user", "content": p}]} for p in prompt]
+    prompts = [render_prompt(prefix + [{"role": "user", "content": p}], loaded.tokenizer) for p in prompt]
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                            temperature=temperature or 1.0, top_p=top_p, batch_size=len(prompt))
-    answers = generate_answers(loaded.model, loaded.tokenizer, examples, gen, seed=seed)
+    answers = generate_texts(loaded.model, loaded.tokenizer, prompts, gen, seed=seed)
     for p, answer in zip(prompt, answers.texts):
         if len(prompt) > 1:
             typer.echo(f"> {p}")

@@ -70,9 +70,13 @@ def generate_answers(
         >>> out.texts[0]
         'billing'
     """
+    return generate_texts(model, tokenizer, render_prompts(tokenizer, examples), gen, seed=seed)
+
+
+def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], gen: GenerationConfig, *, seed: int = 42) -> Generations:
+    """Generate one answer per already-rendered prompt (see :func:`generate_answers`)."""
     from tuneforge.data.template import has_chat_template
 
-    prompts = render_prompts(tokenizer, examples)
     # A chat template writes its own BOS; the fallback format relies on the tokenizer adding it.
     special = not has_chat_template(tokenizer)
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=special)["input_ids"]]
