@@ -89,6 +89,20 @@ def test_early_stopping_on_validation_loss(run_config):
     assert any("eval_loss" in l for l in RunDir(result.run_dir).metrics.read_text().splitlines())
 
 
+def test_early_stopping_on_a_generation_metric(run_config):
+    path = run_config(name="gen-metric",
+                      training={"max_steps": 12, "eval_strategy": "steps", "eval_steps": 2, "save_steps": 2,
+                                "early_stopping": {"patience": 2, "metric": "exact_match"}},
+                      eval={"enabled": False, "generation": {"max_new_tokens": 4, "batch_size": 8}})
+    result = finetune(load_config(path))
+    records = [json.loads(l) for l in RunDir(result.run_dir).metrics.read_text().splitlines()]
+    # The validation metric was generated and scored at every evaluation, and early stopping watched it.
+    scored = [r["eval_exact_match"] for r in records if "eval_exact_match" in r]
+    assert len(scored) >= 2 and all(0.0 <= v <= 1.0 for v in scored)
+    state = json.loads((sorted(RunDir(result.run_dir).checkpoints.glob("checkpoint-*"))[-1] / "trainer_state.json").read_text())
+    assert state["best_metric"] is not None and "eval_exact_match" in json.dumps(state["log_history"])
+
+
 def _env():
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + env.get("PYTHONPATH", "")
