@@ -102,33 +102,31 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
 
     # --- train
     args = training_arguments(cfg, run.checkpoints, precision=precision, has_validation=bool(eval_rows))
-    trainer_box: dict[str, Any] = {}
-    tokens_seen = lambda: trainer_box["t"].tokens_seen  # noqa: E731 - the trainer exists before callbacks run
+    trainer = TuneforgeTrainer(
+        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
+        data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
+        selective_head=cfg.method.name not in methods.PROMPT_LEARNING,
+        validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the rich callback prints instead
+    tokens_seen = lambda: trainer.tokens_seen  # noqa: E731
     meter = cb.ThroughputMeter(tokens_seen)
-    callbacks: list[Any] = [cb.RankReportCallback(run.root / "ranks", tokens_seen, model)]
+    trainer.add_callback(cb.RankReportCallback(run.root / "ranks", tokens_seen, model))
     if is_main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
-        callbacks += [  # the metrics log first: it adds tokens_per_second to the logs the progress bar shows
-            cb.MetricsLogCallback(run.metrics, meter), cb.RichProgressCallback(console),
-            TensorBoardCallback(SummaryWriter(log_dir=str(run.tensorboard))),
-        ]
+        # The metrics log first: it adds tokens_per_second to the logs the progress bar shows.
+        trainer.add_callback(cb.MetricsLogCallback(run.metrics, meter))
+        trainer.add_callback(cb.RichProgressCallback(console))
+        trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(run.tensorboard))))
     early = cfg.training.early_stopping
     if early is not None:
         from transformers import EarlyStoppingCallback
 
-        callbacks.append(EarlyStoppingCallback(early.patience, early.threshold))
-    trainer = TuneforgeTrainer(
-        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
-        data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
-        callbacks=callbacks, selective_head=cfg.method.name not in methods.PROMPT_LEARNING,
-        validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
-    )
-    trainer_box["t"] = trainer
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the rich callback prints instead
+        trainer.add_callback(EarlyStoppingCallback(early.patience, early.threshold))
     output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - started
 
@@ -204,18 +202,14 @@ def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict]) -> 
 
 def _save(model: Any, tokenizer: Any, folder: Path) -> None:
     """Save weights + tokenizer + a generation config that stops at the end-of-turn token."""
-    from tuneforge.data import end_of_turn_token
+    from tuneforge.eval.generate import stop_token_ids
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     gen = inner.generation_config
-    stop_ids = [tokenizer.eos_token_id]
-    eot = end_of_turn_token(tokenizer)
-    eot_id = tokenizer.convert_tokens_to_ids(eot) if eot else None
-    if eot_id is not None and eot_id not in stop_ids:
-        stop_ids.append(eot_id)
+    stop_ids = stop_token_ids(tokenizer)  # eos + the template's end-of-turn token
     gen.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
     gen.pad_token_id = tokenizer.pad_token_id
     gen.save_pretrained(str(folder))
