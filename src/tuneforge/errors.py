@@ -26,7 +26,10 @@ class ConfigError(TuneforgeError):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
         head = f"invalid config {source}" if source else "invalid config"
-        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+        if len(self.problems) == 1 and source is None:  # one problem that names its file: one line
+            super().__init__(f"{head}: {self.problems[0]}")
+        else:
+            super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class DataError(TuneforgeError):
