@@ -153,7 +153,8 @@ class CleanConfig(_Section):
         "normalized", description="Remove exact duplicates, or duplicates after case/space folding."
     )
     too_long: Literal["truncate", "drop"] = Field(
-        "drop", description="What to do with rows longer than training.max_seq_length tokens."
+        "drop", description="What to do with rows longer than training.max_seq_length tokens "
+        "(rows over 32 characters per token are dropped either way, before tokenizing)."
     )
     redact_pii: bool = Field(False, description="Replace emails, phone and card numbers with placeholders.")
     pii_types: list[Literal["email", "phone", "card"]] = Field(
