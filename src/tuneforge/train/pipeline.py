@@ -116,6 +116,7 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     tokens_seen = lambda: trainer.tokens_seen  # noqa: E731
     meter = cb.ThroughputMeter(tokens_seen)
     trainer.add_callback(cb.RankReportCallback(run.root / "ranks", tokens_seen, model))
+    trainer.add_callback(cb.NonFiniteCallback())  # a diverged run stops with an error, unsaved
     if is_main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
