@@ -17,6 +17,7 @@ from tuneforge.errors import (
     ExportError,
     ModelError,
     SecurityError,
+    TrainingError,
     TuneforgeError,
 )
 
@@ -32,5 +33,5 @@ def finetune(config, *, resume: bool = False):
 
 __all__ = [
     "ConfigError", "DataError", "EvalError", "ExportError", "ModelError", "RunConfig", "SecurityError",
-    "TuneforgeError", "__version__", "finetune", "load_config",
+    "TrainingError", "TuneforgeError", "__version__", "finetune", "load_config",
 ]

@@ -8,6 +8,7 @@ prints its message (never a traceback) and exits with code 2.
      ├── DataError        a data file is malformed or a dataset is unusable (names file, line, field)
      ├── ModelError       a model cannot be found or loaded
      ├── EvalError        evaluation inputs do not fit the task
+     ├── TrainingError    training diverged (a loss or gradient norm became inf/NaN)
      ├── ExportError      a merge or export cannot be done
      └── SecurityError    keys, encryption or unsafe files
 """
@@ -26,7 +27,10 @@ class ConfigError(TuneforgeError):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
         head = f"invalid config {source}" if source else "invalid config"
-        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
+        if len(self.problems) == 1 and source is None:  # one problem that names its file: one line
+            super().__init__(f"{head}: {self.problems[0]}")
+        else:
+            super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 class DataError(TuneforgeError):
@@ -39,6 +43,22 @@ class ModelError(TuneforgeError):
 
 class EvalError(TuneforgeError):
     """Evaluation inputs do not fit together (format, references, labels)."""
+
+
+class TrainingError(TuneforgeError):
+    """Training cannot go on: ``what`` (loss, grad_norm, eval_loss) was ``value`` at ``step``.
+
+    Raised before the optimizer applies the step, so the weights of a diverged run are
+    never saved as if it had finished.
+    """
+
+    def __init__(self, what: str, value: float, step: int, learning_rate: float | None = None):
+        self.what, self.value, self.step = what, value, step
+        lr = f" (it is {learning_rate:g})" if learning_rate is not None else ""
+        super().__init__(
+            f"training diverged at step {step}: {what} is {value} (not finite); the run stopped and no weights "
+            f"were saved. Lower training.learning_rate{lr}, e.g. by 10x, or check the data for extreme values"
+        )
 
 
 class ExportError(TuneforgeError):

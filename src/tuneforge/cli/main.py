@@ -11,7 +11,6 @@ import importlib
 import logging
 import sys
 
-import click
 import typer
 from rich.console import Console
 
@@ -55,15 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = build_app()(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
     except TuneforgeError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, not wrapped at 80
         return 2
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:
+        # typer vendors click (typer._click), so usage errors such as "No such command 'trian'.
+        # Did you mean 'train'?" are not click.ClickException: catch typer's base class.
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
     return result if isinstance(result, int) else 0
 

@@ -12,15 +12,18 @@ def validate(
     overrides: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
     report: Path = typer.Option(None, "--report", help="Also write the data report as JSON here."),
 ) -> int:
-    """Validate the config, read and clean the data with the model's tokenizer, and print the data report."""
+    """Validate the config and what it points to, read and clean the data with the model's tokenizer, and print the data report."""
     from rich.console import Console
 
     from tuneforge import load_config
     from tuneforge.data import prepare
     from tuneforge.models import load_tokenizer, resolve
 
+    from tuneforge.config.preflight import preflight
+
     console = Console()
     cfg = load_config(config, overrides)
+    preflight(cfg)  # run folder, disk space, data files, target modules, labels: what `train` would trip on
     console.print(f"[green]config OK[/] ({config}): model {cfg.model.name_or_path}, method {cfg.method.name}")
     tokenizer = load_tokenizer(resolve(cfg.model), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
     prepared = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)

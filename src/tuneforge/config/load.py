@@ -94,17 +94,20 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
     lines: dict[tuple, int] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         try:
+            node = yaml.compose(text, Loader=_Yaml12Loader)
+            duplicates = _duplicate_keys(node, str(path))
+            if duplicates:
+                raise ConfigError(duplicates, source)
             raw = _parse(text)
-            lines = _line_index(yaml.compose(text, Loader=_Yaml12Loader))
+            lines = _line_index(node)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark else str(path)
             raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-        raw = {} if raw is None else raw
+        if raw is None:
+            raise ConfigError(f"{path}: the config file is empty; it needs at least `data: {{train: FILE}}`")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}:1: the config must be a mapping of sections, got {type(raw).__name__}")
     else:
@@ -138,6 +141,46 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _read_text(path: Path) -> str:
+    """The config's text, or a ConfigError saying why it is not a readable UTF-8 file."""
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a config file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the config as UTF-8 YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+
+
+def _duplicate_keys(node: yaml.Node | None, source: str, prefix: tuple = ()) -> list[str]:
+    """Every key written twice in one mapping, at any depth.
+
+    PyYAML keeps the last of two equal keys, so a second ``training:`` block
+    would silently drop the first one; name both lines instead.
+    """
+    problems: list[str] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            path = prefix + (key,)
+            line = key_node.start_mark.line + 1
+            if key is not None and key != "<<":  # `<<` merge keys may repeat
+                if key in first:
+                    dotted = ".".join(str(p) for p in path)
+                    problems.append(f"{source}:{line}: duplicate key '{dotted}' (first written on line {first[key]}); write it once")
+                else:
+                    first[key] = line
+            problems += _duplicate_keys(value_node, source, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, source, prefix + (i,))
+    return problems
 
 
 def _line_index(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:

@@ -11,13 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
 
+def _refuse_bool(value: Any) -> Any:
+    # Pydantic's lax mode reads `true` as 1 for int and float fields, so `max_steps: true`
+    # would train one step. Strict mode is not an option: it refuses "1e-4", which YAML 1.1
+    # reads as a string. So booleans, and only booleans, are refused here.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+# Every numeric field of the schema uses these (a test checks that no bare int/float is left).
+Int = Annotated[int, BeforeValidator(_refuse_bool)]
+Float = Annotated[float, BeforeValidator(_refuse_bool)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: YAML reads `.inf`/`.nan` as floats, and an infinite learning rate or
+    # ratio would only surface as NaN weights hours later.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- model
@@ -58,9 +74,9 @@ class LoraMethod(_Section):
     """Low-rank adapters (LoRA) and their weight-decomposed variant (DoRA), through PEFT."""
 
     name: Literal["lora", "dora"] = "lora"
-    r: int = Field(16, gt=0, description="Rank of the low-rank update.")
-    alpha: float = Field(32, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    r: Int = Field(16, gt=0, description="Rank of the low-rank update.")
+    alpha: Float = Field(32, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
+    dropout: Float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: TargetModules = Field(
         "all-linear",
         description="Module names to adapt, or 'all-linear' for every linear layer but the LM head.",
@@ -85,7 +101,7 @@ class PromptLearningMethod(_Section):
     """Soft prompts: prefix tuning or prompt tuning, through PEFT."""
 
     name: Literal["prefix", "prompt"]
-    num_virtual_tokens: int = Field(20, gt=0, description="Number of trained virtual tokens.")
+    num_virtual_tokens: Int = Field(20, gt=0, description="Number of trained virtual tokens.")
 
 
 class IA3Method(_Section):
@@ -113,7 +129,7 @@ class DatasetSource(_Section):
 
     path: str = Field(..., description="A .jsonl, .json, .csv or .parquet file, or a datasets directory.")
     format: DataFormat = Field("auto", description="Record format; auto detects it from the fields.")
-    weight: float = Field(
+    weight: Float = Field(
         1.0, gt=0, description="Mixing weight: rows are sampled in proportion (1.0 = every row once)."
     )
     field_map: dict[str, str] = Field(
@@ -137,7 +153,8 @@ class CleanConfig(_Section):
         "normalized", description="Remove exact duplicates, or duplicates after case/space folding."
     )
     too_long: Literal["truncate", "drop"] = Field(
-        "drop", description="What to do with rows longer than training.max_seq_length tokens."
+        "drop", description="What to do with rows longer than training.max_seq_length tokens "
+        "(rows over 32 characters per token are dropped either way, before tokenizing)."
     )
     redact_pii: bool = Field(False, description="Replace emails, phone and card numbers with placeholders.")
     pii_types: list[Literal["email", "phone", "card"]] = Field(
@@ -148,8 +165,8 @@ class CleanConfig(_Section):
 class SplitConfig(_Section):
     """Fractions carved out of the training sources when no explicit file is given."""
 
-    validation: float = Field(0.1, ge=0, lt=1, description="Fraction held out for validation.")
-    test: float = Field(0.1, ge=0, lt=1, description="Fraction held out for the final test.")
+    validation: Float = Field(0.1, ge=0, lt=1, description="Fraction held out for validation.")
+    test: Float = Field(0.1, ge=0, lt=1, description="Fraction held out for the final test.")
 
     @model_validator(mode="after")
     def _sum(self) -> "SplitConfig":
@@ -175,7 +192,7 @@ class DataConfig(_Section):
     packing: Literal["auto", "on", "off"] = Field(
         "auto", description="Pack several examples per sequence (isolated attention); auto = on for training."
     )
-    max_examples: int | None = Field(None, gt=0, description="Use at most this many training rows (after split).")
+    max_examples: Int | None = Field(None, gt=0, description="Use at most this many training rows (after split).")
 
     @field_validator("train", "validation", "test", mode="before")
     @classmethod
@@ -187,46 +204,46 @@ class DataConfig(_Section):
 
 
 class EarlyStoppingConfig(_Section):
-    patience: int = Field(..., gt=0, description="Evaluations without improvement before stopping.")
+    patience: Int = Field(..., gt=0, description="Evaluations without improvement before stopping.")
     metric: str = Field("eval_loss", description="Validation metric watched (eval_loss or a generation metric).")
-    threshold: float = Field(0.0, ge=0, description="Minimum improvement that counts.")
+    threshold: Float = Field(0.0, ge=0, description="Minimum improvement that counts.")
     greater_is_better: bool | None = Field(None, description="Direction; inferred from the metric when unset.")
 
 
 class TrainingConfig(_Section):
     """Optimisation hyperparameters, with the defaults common tutorials recommend."""
 
-    learning_rate: float | None = Field(
+    learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
-    epochs: float = Field(3.0, gt=0, description="Passes over the training set (ignored when max_steps is set).")
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
-    per_device_batch_size: int = Field(8, gt=0, description="Sequences per device per forward pass.")
-    gradient_accumulation_steps: int = Field(1, gt=0, description="Forward passes per optimiser step.")
-    warmup_ratio: float | None = Field(0.03, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
-    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    epochs: Float = Field(3.0, gt=0, description="Passes over the training set (ignored when max_steps is set).")
+    max_steps: Int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
+    per_device_batch_size: Int = Field(8, gt=0, description="Sequences per device per forward pass.")
+    gradient_accumulation_steps: Int = Field(1, gt=0, description="Forward passes per optimiser step.")
+    warmup_ratio: Float | None = Field(0.03, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
+    warmup_steps: Int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay.")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"] = Field(
         "cosine", description="Learning-rate schedule after warm-up."
     )
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_grad_norm: Float = Field(1.0, gt=0, description="Gradient clipping norm.")
     optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "paged_adamw_8bit"] = Field(
         "adamw_torch", description="Optimiser (transformers name)."
     )
-    max_seq_length: int = Field(1024, gt=8, description="Longest sequence in tokens (prompt + answer).")
+    max_seq_length: Int = Field(1024, gt=8, description="Longest sequence in tokens (prompt + answer).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the device supports it, else fp32."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
-    logging_steps: int = Field(10, gt=0, description="Log loss/lr/throughput every N steps.")
+    logging_steps: Int = Field(10, gt=0, description="Log loss/lr/throughput every N steps.")
     save_strategy: Literal["no", "steps", "epoch"] = Field("steps", description="When to write checkpoints.")
-    save_steps: int = Field(100, gt=0, description="Checkpoint every N steps (save_strategy=steps).")
-    save_total_limit: int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
+    save_steps: Int = Field(100, gt=0, description="Checkpoint every N steps (save_strategy=steps).")
+    save_total_limit: Int | None = Field(2, gt=0, description="Keep at most this many checkpoints.")
     eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate on validation.")
-    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (default: save_steps).")
+    eval_steps: Int | None = Field(None, gt=0, description="Evaluate every N steps (default: save_steps).")
     early_stopping: EarlyStoppingConfig | None = Field(None, description="Stop when validation stops improving.")
-    seed: int = Field(42, description="Seed for data order, splits, initialisation and sampling.")
-    dataloader_num_workers: int = Field(0, ge=0, description="Worker processes feeding batches.")
+    seed: Int = Field(42, description="Seed for data order, splits, initialisation and sampling.")
+    dataloader_num_workers: Int = Field(0, ge=0, description="Worker processes feeding batches.")
     report_to: list[Literal["tensorboard", "none"]] = Field(
         default_factory=lambda: ["tensorboard"], description="Experiment trackers."
     )
@@ -256,16 +273,16 @@ MetricName = Literal[
 class ForgettingConfig(_Section):
     enabled: bool = Field(True, description="Measure perplexity on general text before and after.")
     data: str | None = Field(None, description="Reference text file; default: the bundled general-text set.")
-    max_rise: float = Field(0.2, ge=0, description="Flag when perplexity rises by more than this fraction.")
-    max_documents: int | None = Field(None, gt=0, description="Use at most this many reference documents.")
+    max_rise: Float = Field(0.2, ge=0, description="Flag when perplexity rises by more than this fraction.")
+    max_documents: Int | None = Field(None, gt=0, description="Use at most this many reference documents.")
 
 
 class GenerationConfig(_Section):
-    max_new_tokens: int = Field(64, gt=0, description="Tokens generated per example.")
+    max_new_tokens: Int = Field(64, gt=0, description="Tokens generated per example.")
     do_sample: bool = Field(False, description="Greedy (false) or sampled decoding.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
-    batch_size: int = Field(16, gt=0, description="Prompts generated together (left padded).")
+    temperature: Float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: Float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    batch_size: Int = Field(16, gt=0, description="Prompts generated together (left padded).")
 
 
 class EvalConfig(_Section):
@@ -284,9 +301,9 @@ class EvalConfig(_Section):
     baseline: str | None = Field(
         "base", description="'base' (the starting model), a run directory or model, or null for none."
     )
-    max_examples: int | None = Field(None, gt=0, description="Evaluate at most this many test examples.")
+    max_examples: Int | None = Field(None, gt=0, description="Evaluate at most this many test examples.")
     generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Decoding settings.")
-    bootstrap_samples: int = Field(1000, ge=100, description="Paired bootstrap resamples for the 95% CI.")
+    bootstrap_samples: Int = Field(1000, ge=100, description="Paired bootstrap resamples for the 95% CI.")
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig, description="General-ability check.")
 
 

@@ -9,6 +9,7 @@ cleaned (:mod:`tuneforge.data.clean`).
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ def read_rows(path: str | Path) -> RawSource:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
 
 
+# json.loads recurses once per nesting level; a hostile line of 100k "[" ends in RecursionError.
+_TOO_DEEP = "not valid JSON: nested too deeply (more levels than the JSON parser's recursion limit)"
+
+
 def _read_jsonl(path: Path) -> RawSource:
     # Parsed line by line (not pandas.read_json(lines=True)) to keep each row's line number.
     rows = []
@@ -99,6 +104,8 @@ def _read_jsonl(path: Path) -> RawSource:
                 rows.append(RawRow(lineno, json.loads(line), raw=line))
             except json.JSONDecodeError as exc:
                 rows.append(RawRow(lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", line))
+            except RecursionError:
+                rows.append(RawRow(lineno, None, _TOO_DEEP, line[:200]))
     return RawSource(rows, by_line=True)
 
 
@@ -108,6 +115,8 @@ def _read_json(path: Path) -> RawSource:
         return RawSource([], by_line=False)
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise DataError(f"{path}: {_TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # many ".json" files are JSON Lines
             source = _read_jsonl(path)
@@ -209,9 +218,9 @@ def load_examples(
     stats.rows_read = len(raw.rows)
     if not raw.rows:
         raise DataError(f"{path}: the file is empty (no rows)")
+    _check_field_map(src.field_map, [r.data for r in raw.rows if isinstance(r.data, dict)], path)
     rows = [_rename(r.data, src.field_map) if isinstance(r.data, dict) else r.data for r in raw.rows]
     parsed = [row for row in rows if isinstance(row, dict)]
-    _check_field_map(src.field_map, parsed, path)
     fmt = src.format
     if fmt == "auto" and parsed:
         fmt = detect_format(parsed, path)
@@ -244,8 +253,20 @@ def _rename(row: dict, field_map: dict[str, str]) -> dict:
 
 
 def _check_field_map(field_map: dict[str, str], rows: list[dict], path: str) -> None:
-    """A field_map key that no row has is a typo; say so instead of failing later on a 'missing' field."""
+    """A field_map key that no row has is a typo: say so, with the closest existing field.
+
+    Checked on the rows as read (before renaming): checking the renamed field instead would
+    pass whenever the target name already exists, and the mapping would be silently ignored.
+    """
+    if not rows:
+        return
+    fields = sorted({str(k) for row in rows for k in row})
     for old, new in field_map.items():
-        if rows and not any(new in row for row in rows):
-            fields = sorted({k for row in rows[:20] for k in row})
-            raise DataError(f"{path}: field_map renames '{old}' to '{new}' but no row has a field '{old}' (fields: {fields})")
+        if any(old in row for row in rows):
+            continue
+        close = difflib.get_close_matches(old, fields, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        shown = ", ".join(fields[:20]) + (f", ... ({len(fields)} in all)" if len(fields) > 20 else "")
+        raise DataError(
+            f"{path}: field_map renames '{old}' to '{new}' but no row has a field '{old}'{hint} (fields in the file: {shown})"
+        )

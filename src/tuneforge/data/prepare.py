@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.config.schema import DataConfig, DatasetSource
-from tuneforge.data.clean import Dropped, clean_example, dedupe_key, texts
+from tuneforge.data.clean import Dropped, check_length, clean_example, dedupe_key, texts
 from tuneforge.data.load import load_examples, location
 from tuneforge.data.report import DataReport
 from tuneforge.data.split import mix, split_indices
@@ -153,6 +153,10 @@ def _load_source(
     rows = []
     for example in examples:
         where = location(example["meta"])
+        oversized = check_length(example, max_seq_length)
+        if oversized is not None:  # before cleaning: its regexes would crawl over a huge row too
+            report.drop(src.path, oversized.reason, where, oversized.detail)
+            continue
         cleaned = clean_example(example, cfg.clean)
         if isinstance(cleaned, Dropped):
             report.drop(src.path, cleaned.reason, where, _snippet(example))

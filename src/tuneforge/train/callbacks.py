@@ -1,4 +1,4 @@
-"""Trainer callbacks: a rich progress bar, the metrics.jsonl log, and per-rank reports.
+"""Trainer callbacks: a rich progress bar, the metrics.jsonl log, per-rank reports and a divergence stop.
 
 Throughput is measured in real (non-padding) tokens per second: the collator
 counts them, the trainer sums them, and these callbacks read the sum.
@@ -7,11 +7,14 @@ counts them, the trainer sums them, and these callbacks read the sum.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
+
+from tuneforge.errors import TrainingError
 
 
 class ThroughputMeter:
@@ -31,6 +34,22 @@ class ThroughputMeter:
 
     def overall(self) -> float:
         return self._tokens_seen() / max(time.perf_counter() - self.start, 1e-9)
+
+
+class NonFiniteCallback(TrainerCallback):
+    """Stop with :class:`TrainingError` when a logged loss, gradient norm or eval loss is not finite.
+
+    A backstop to :class:`~tuneforge.train.trainer.TuneforgeTrainer`'s per-step checks that also
+    covers evaluation; it runs on the log event, before the Trainer saves that step's checkpoint.
+    """
+
+    KEYS = ("loss", "grad_norm", "eval_loss")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in self.KEYS:
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise TrainingError(key, float(value), state.global_step, args.learning_rate)
 
 
 class MetricsLogCallback(TrainerCallback):

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from tuneforge.config.load import load_config
+from tuneforge.config.preflight import preflight
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.rundir import RunDir
@@ -73,6 +74,7 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     run = RunDir(cfg.run_dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     checkpoint = _check_run_dir(run, resume)
+    preflight(cfg)  # out_dir, disk, data files, target_modules, eval.labels: fail before loading the model
     started = time.perf_counter()
 
     # --- setup
@@ -114,6 +116,7 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     tokens_seen = lambda: trainer.tokens_seen  # noqa: E731
     meter = cb.ThroughputMeter(tokens_seen)
     trainer.add_callback(cb.RankReportCallback(run.root / "ranks", tokens_seen, model))
+    trainer.add_callback(cb.NonFiniteCallback())  # a diverged run stops with an error, unsaved
     if is_main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback

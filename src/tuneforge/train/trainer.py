@@ -12,6 +12,7 @@ whatever wraps the model (DDP, FSDP, PEFT) and gradient sync is untouched.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from tuneforge.data.pack import IGNORE_INDEX
+from tuneforge.errors import TrainingError
 
 
 @contextlib.contextmanager
@@ -89,6 +91,31 @@ class TuneforgeTrainer(Trainer):
                 # num_items_in_batch was summed over processes, DDP averages gradients: undo the mean.
                 loss = loss * self.args.world_size
         return (loss, outputs) if return_outputs else loss
+
+    def train(self, *args: Any, **kwargs: Any):
+        try:
+            return super().train(*args, **kwargs)
+        except TrainingError:
+            # Let the callbacks close what they opened (progress bar, TensorBoard writer) before the error surfaces.
+            self.callback_handler.on_train_end(self.args, self.state, self.control)
+            raise
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Checked on every micro-batch, not every logging_steps: the Trainer's own NaN filter
+        # (logging_nan_inf_filter) would hide it from the logs. One scalar sync, which that filter
+        # already pays; the optimizer has not applied this step yet.
+        if not torch.isfinite(loss):
+            raise TrainingError("loss", float(loss), self.state.global_step + 1, self.args.learning_rate)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # Called between clipping and optimizer.step(): a finite loss can still give inf gradients,
+        # and clipping an inf norm writes NaN into every weight (which a checkpoint would then keep).
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if grad_norm is not None and not math.isfinite(float(grad_norm)):
+            raise TrainingError("grad_norm", float(grad_norm), self.state.global_step + 1, self.args.learning_rate)
+        return grad_norm
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
