@@ -70,11 +70,16 @@ def evil_run(tmp_path, tiny_model_dir):
     ["generate", "{run}", "-p", "hi"],
     ["merge", "{run}", "-o", "{tmp}/merged"],
     ["export", "{run}", "--format", "hf", "-o", "{tmp}/export"],
-    ["serve", "{run}", "--no-auth", "--port", "0"],
+    ["serve", "{run}", "--no-auth", "--port", "{port}"],
 ])
 def test_stored_trust_remote_code_is_ignored(evil_run, tmp_path, capsys, argv):
+    import socket
+
     run, marker = evil_run
-    code = main([a.format(run=run, tmp=tmp_path) for a in argv])
+    with socket.socket() as probe:  # a free port, so serve gets as far as loading the model
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = main([a.format(run=run, tmp=tmp_path, port=port) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists()
     assert "--trust-remote-code" in err and "evil.EvilForCausalLM" in err and "Traceback" not in err

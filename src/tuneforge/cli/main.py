@@ -57,13 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     except TuneforgeError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
-    except click.exceptions.Abort:
+    # typer >= 0.29 raises its own copies of click's exceptions (typer._click); catch both families.
+    except (click.exceptions.Abort, typer.Abort):
         console.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except (click.ClickException, typer.TyperException) as exc:
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
     return result if isinstance(result, int) else 0
 
