@@ -68,6 +68,7 @@ def evil_run(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("argv", [
     ["generate", "{run}", "-p", "hi"],
+    ["chat", "{run}"],
     ["merge", "{run}", "-o", "{tmp}/merged"],
     ["export", "{run}", "--format", "hf", "-o", "{tmp}/export"],
     ["serve", "{run}", "--no-auth", "--port", "{port}"],
