@@ -12,7 +12,6 @@ like a complete model.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -76,7 +75,7 @@ def check_output(
             f"output {output} exists and was not written by tuneforge (no {MARKER} file); "
             "choose an empty or new folder, or pass --overwrite to replace it"
         )
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK)):
+    if not os.access(parent, os.W_OK | os.X_OK):  # the output is created (or swapped) in its parent
         raise ExportError(f"output {output}: no permission to write in {parent}")
     return out
 
@@ -118,9 +117,7 @@ def atomic_folder(output: str | Path, what: str) -> Iterator[Path]:
                 old.rename(out)
             raise
         shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
-            raise ExportError(f"cannot write output {out}: {exc.strerror}") from exc
-        raise
+    except OSError as exc:  # permissions, read-only or full disk, name too long...: say where, not a traceback
+        raise ExportError(f"cannot write output {out}: {exc.strerror or exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -92,8 +92,11 @@ def verify_pins(files: list[Path], pins: str | Mapping[str, str]) -> None:
                 "give a mapping 'file name: digest' instead"
             )
         pins = {files[0].name: pins}
-    for name in sorted(set(pins) - set(by_name)):
-        raise SecurityError(f"model.sha256 pins {name}, which is not among the model's weight files ({', '.join(by_name) or 'none'})")
+    missing = sorted(set(pins) - set(by_name))
+    if missing:
+        raise SecurityError(
+            f"model.sha256 pins {missing[0]}, which is not among the model's weight files ({', '.join(by_name) or 'none'})"
+        )
     for name, path in by_name.items():
         if name not in pins:
             raise SecurityError(f"{path} is not pinned in model.sha256; add its digest or remove the file")
