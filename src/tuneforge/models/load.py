@@ -240,7 +240,8 @@ def load(
 
     A stored run's ``model.trust_remote_code`` is ignored: a run folder copied from elsewhere
     must not run its model's code because its ``config.yaml`` says so. Only the caller's
-    ``trust_remote_code`` (the ``--trust-remote-code`` flag) allows it.
+    ``trust_remote_code`` (the ``--trust-remote-code`` flag) allows it. Its ``sha256`` pins
+    and ``allow_pickle`` do apply (pickles are read with ``weights_only=True`` regardless).
 
     Args:
         target: A run directory (``runs/NAME``), a PEFT adapter folder, a plain model folder,
