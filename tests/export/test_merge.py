@@ -109,7 +109,7 @@ def test_merge_errors(tmp_path, tiny_model_dir, lora_run):
         merge(tmp_path / "unfinished")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")
-    with pytest.raises(ExportError, match="not a model folder"):
+    with pytest.raises(ExportError, match="not written by tuneforge"):
         merge(lora_run, tmp_path / "junk")
     assert (tmp_path / "junk" / "notes.txt").read_text() == "mine"  # never deleted
     with pytest.raises(ExportError, match="would overwrite"):

@@ -55,3 +55,22 @@ def test_serve_refuses_bad_settings_before_loading(cli, tiny_model_dir, args, me
 def test_serve_help_lists_options(cli):
     code, out, _ = cli("serve", "--help")
     assert code == 0 and "--api-keys-file" in out and "--max-batch-size" in out
+
+
+def test_keys_create_with_scopes(cli, tmp_path):
+    import json
+
+    path = tmp_path / "keys.json"
+    code, out, _ = cli("keys", "create", "app", "--file", str(path), "--models", "a,b", "--expires", "30d", "--admin")
+    assert code == 0 and out.strip().startswith("tf-")
+    record = json.loads(path.read_text())["keys"][0]
+    assert record["models"] == ["a", "b"] and record["admin"] is True and record["expires"].endswith("+00:00")
+    code, out, _ = cli("keys", "list", "--file", str(path))
+    assert code == 0 and "a,b" in out and "expires 20" in out and "admin" in out
+    code, _, err = cli("keys", "create", "bad", "--file", str(path), "--expires", "someday")
+    assert code == 2 and "--expires 'someday'" in err
+
+
+def test_serve_help_lists_hardening_options(cli):
+    code, out, _ = cli("serve", "--help")
+    assert code == 0 and "--trust-remote-code" in out and "--body-timeout" in out

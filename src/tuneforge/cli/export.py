@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from tuneforge.cli.options import overwrite_option, trust_remote_code_option, warn_trust_remote_code
+
 
 def export(
     source: Annotated[
@@ -22,11 +24,17 @@ def export(
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="GGUF: reload the file and compare greedy completions.")
     ] = True,
+    overwrite: bool = overwrite_option(),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> int:
     """Export a run as a Hugging Face folder (vLLM, transformers) or a GGUF file (llama.cpp, Ollama)."""
     from tuneforge.export import run
 
-    result = run(source, fmt=fmt, quant=quant, output=output, check=check)
+    warn_trust_remote_code(trust_remote_code, source)
+    result = run(
+        source, fmt=fmt, quant=quant, output=output, check=check, overwrite=overwrite,
+        trust_remote_code=trust_remote_code,
+    )
     typer.echo(f"{result.format} export written to {result.output}")
     for path in result.files:
         size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from tuneforge.cli.options import trust_remote_code_option, warn_trust_remote_code
+
 _TARGET_HELP = "A run directory (runs/NAME), an adapter or model folder, a .gguf file, or a model alias."
 
 
@@ -15,6 +17,7 @@ def generate(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy decoding; above 0 samples."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold (when sampling)."),
     seed: int = typer.Option(42, "--seed", help="Sampling seed."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> int:
     """Answer one or more prompts with a model or a fine-tuned run."""
     from tuneforge.config.schema import GenerationConfig
@@ -22,7 +25,8 @@ def generate(
     from tuneforge.eval.generate import generate_texts
     from tuneforge.models import load
 
-    loaded = load(target)
+    warn_trust_remote_code(trust_remote_code, target)
+    loaded = load(target, trust_remote_code=trust_remote_code)
     prefix = [{"role": "system", "content": system}] if system else []
     prompts = [render_prompt(prefix + [{"role": "user", "content": p}], loaded.tokenizer) for p in prompt]
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
@@ -41,6 +45,7 @@ def chat(
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", help="Tokens generated at most per answer."),
     temperature: float = typer.Option(0.7, "--temperature", help="0 = greedy decoding."),
     top_p: float = typer.Option(0.95, "--top-p", help="Nucleus sampling threshold."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> int:
     """Chat with a model or a fine-tuned run in the terminal (/reset clears the history, /exit or Ctrl-D quits)."""
     import torch
@@ -49,7 +54,8 @@ def chat(
     from tuneforge.eval.generate import stop_token_ids
     from tuneforge.models import load
 
-    loaded = load(target)
+    warn_trust_remote_code(trust_remote_code, target)
+    loaded = load(target, trust_remote_code=trust_remote_code)
     model, tok = loaded.model.eval(), loaded.tokenizer
     history: list[dict] = [{"role": "system", "content": system}] if system else []
     start = list(history)

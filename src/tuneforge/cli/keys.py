@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,25 +16,37 @@ _FILE = typer.Option(..., "--file", "-f", help="The keys file (JSON, mode 0600; 
 def create(
     name: str = typer.Argument(..., help="A name for the key (who or what uses it); shown in access logs."),
     file: Path = _FILE,
+    models: Optional[str] = typer.Option(
+        None, "--models", help="Comma-separated served names (models, adapters) the key may call; default all."
+    ),
+    expires: Optional[str] = typer.Option(
+        None, "--expires", help="When the key stops working: 12h, 30d, 8w, or a date such as 2026-12-31 (UTC)."
+    ),
+    admin: bool = typer.Option(False, "--admin", help="May read /metrics on a server listening beyond loopback."),
 ) -> None:
-    """Create a key, print it once, and store only its hash."""
-    from tuneforge.security import create_key
+    """Create a key, print it once, and store only its hash (with its scopes)."""
+    from tuneforge.security import create_key, parse_expiry
 
-    key = create_key(file, name)
+    key = create_key(
+        file, name, models=models.split(",") if models is not None else None,
+        expires=parse_expiry(expires) if expires is not None else None, admin=admin,
+    )
     typer.echo(key)
     typer.echo(f"stored the hash of key {name!r} in {file}; copy the key now, it is not shown again", err=True)
 
 
 @app.command("list")
 def list_(file: Path = _FILE) -> None:
-    """List key names and creation times."""
+    """List key names, creation times and scopes (models, expiry, admin)."""
     from tuneforge.security import list_keys
 
     records = list_keys(file)
     if not records:
         typer.echo(f"no keys in {file}", err=True)
     for record in records:
-        typer.echo(f"{record.name}\t{record.created}")
+        models = ",".join(record.models) if record.models is not None else "all-models"
+        scopes = [models, f"expires {record.expires}" if record.expires else "no-expiry"] + (["admin"] if record.admin else [])
+        typer.echo(f"{record.name}\t{record.created}\t{' '.join(scopes)}")
 
 
 @app.command("revoke")

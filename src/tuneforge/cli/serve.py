@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from tuneforge.cli.options import trust_remote_code_option, warn_trust_remote_code
 from tuneforge.errors import ConfigError
 
 
@@ -39,7 +40,7 @@ def serve(
     ),
     name: Optional[str] = typer.Option(None, help="Name to serve TARGET under; default its run/folder name or alias."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on (1-65535)."),
     api_keys_file: Optional[Path] = typer.Option(
         None, "--api-keys-file", help="Keys file from `tuneforge keys create`; required unless --no-auth."
     ),
@@ -49,6 +50,9 @@ def serve(
     default_max_tokens: Optional[int] = typer.Option(None, min=1, help="max_tokens when a request gives none."),
     max_prompt_tokens: Optional[int] = typer.Option(None, min=1, help="Longest prompt in tokens (after the template)."),
     max_body_bytes: Optional[int] = typer.Option(None, min=1, help="Largest request body in bytes (413 above)."),
+    body_timeout: Optional[float] = typer.Option(
+        None, min=0.1, help="Seconds a client may take to send its request body (408 after); default 30."
+    ),
     max_n: Optional[int] = typer.Option(None, min=1, help="Most choices (n x prompts) per request."),
     max_batch_size: Optional[int] = typer.Option(None, min=1, help="Rows generated together; 1 turns batching off."),
     batch_window_ms: Optional[float] = typer.Option(None, min=0, help="How long a request waits for others to join."),
@@ -56,6 +60,7 @@ def serve(
         [], "--cors-origin", help="Browser origin allowed to call the API (repeatable); none by default."
     ),
     log_prompts: bool = typer.Option(False, "--log-prompts", help="Put prompt and completion text in the access log."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> None:
     """Serve a model over an OpenAI-compatible API (/v1/chat/completions, /v1/completions, /v1/models)."""
     from tuneforge.serve import BatchingConfig, ServeLimits, parse_rate_limit, run
@@ -63,10 +68,12 @@ def serve(
     limits = ServeLimits(**_given(
         rate_per_minute=parse_rate_limit(rate_limit) if rate_limit else None, max_tokens=max_tokens_limit,
         default_max_tokens=default_max_tokens, max_prompt_tokens=max_prompt_tokens, max_body_bytes=max_body_bytes,
-        max_n=max_n,
+        max_n=max_n, body_timeout_s=body_timeout,
     ))
     batching = BatchingConfig(**_given(max_batch_size=max_batch_size, window_ms=batch_window_ms))
+    warn_trust_remote_code(trust_remote_code, target)
     run(
         target, adapters=_adapters(adapter), host=host, port=port, keys_file=api_keys_file, no_auth=no_auth,
         limits=limits, batching=batching, cors_origins=cors_origin, log_prompts=log_prompts, name=name,
+        trust_remote_code=trust_remote_code,
     )

@@ -8,6 +8,7 @@ validation errors into messages that name the file, line and dotted field.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -52,11 +53,35 @@ class ModelConfig(_Section):
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
     trust_remote_code: bool = Field(
-        False, description="Allow custom modelling code from the model repo. Off: it executes code."
+        False,
+        description="Allow custom modelling code from the model repo when training from this config. Off: it "
+        "executes code. Never taken from a stored run: generate/chat/eval/merge/export/serve need --trust-remote-code.",
+    )
+    allow_pickle: bool = Field(
+        False,
+        description="Also load pickle-based weight files (.bin, .pt, .pth) when a folder has no safetensors; "
+        "they are still read with torch.load(weights_only=True). Off: such files are refused, naming the file.",
+    )
+    sha256: Union[str, dict[str, str], None] = Field(
+        None,
+        description="Pin the model's weight files: one hex SHA-256 digest when the model has a single weight file "
+        "(or is a .gguf file / alias: the digest of the .gguf), or a mapping 'file name: digest' covering every "
+        "weight file of the folder. A mismatch, a missing or an unpinned weight file is refused, naming the file.",
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Attention kernel; auto picks sdpa (flash_attention_2 needs a GPU and flash-attn)."
     )
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digests(cls, value: Union[str, dict[str, str], None]) -> Union[str, dict[str, str], None]:
+        digests = [value] if isinstance(value, str) else list((value or {}).values())
+        for digest in digests:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ValueError(f"{digest!r} is not a 64-character hex SHA-256 digest")
+        if isinstance(value, dict) and not value:
+            raise ValueError("an empty mapping pins nothing; give 'file name: digest' pairs or leave it out")
+        return value.lower() if isinstance(value, str) else ({k: v.lower() for k, v in value.items()} if value else value)
 
 
 # --------------------------------------------------------------------------- method

@@ -12,7 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tuneforge.export.merging import PROVENANCE_FILE, Source, merge_source
+from tuneforge.export.merging import Source, merge_source
+from tuneforge.export.output import MARKER
 
 ADAPTER_DIR = "adapter"
 # vLLM accepts only these values for --max-lora-rank (vllm/config LoRAConfig).
@@ -81,23 +82,24 @@ def readme(output: Path, name: str, *, base: str | None = None, adapter_config: 
     return "\n".join(text) + "\n"
 
 
-def export_hf(source: Source, output: Path) -> list[Path]:
-    """Write the merged model, the adapter copy (LoRA runs) and the README into ``output``.
+def export_hf(source: Source, output: Path, *, overwrite: bool = False, trust_remote_code: bool = False) -> list[Path]:
+    """Write the merged model, the adapter copy (LoRA runs) and the README into ``output``, atomically.
 
     Returns:
         The paths written (model folder files, ``adapter/``, ``README.md``).
     """
     output = Path(output)
-    merge_source(source, output)
-    written = sorted(output.iterdir())
-    adapter_config = None
-    base = None
-    if source.kind in ("run", "adapter") and (source.weights / "adapter_config.json").is_file():
-        shutil.copytree(source.weights, output / ADAPTER_DIR)
-        adapter_config = json.loads((source.weights / "adapter_config.json").read_text())
-        base = json.loads((output / PROVENANCE_FILE).read_text())["base_model"]
-        written.append(output / ADAPTER_DIR)
-    name = source.path.resolve().name
-    (output / "README.md").write_text(readme(output, name, base=base, adapter_config=adapter_config))
-    written.append(output / "README.md")
-    return written
+    has_adapter = source.kind in ("run", "adapter") and (source.weights / "adapter_config.json").is_file()
+
+    def add(folder: Path, base: str) -> None:
+        adapter_config = None
+        if has_adapter:
+            shutil.copytree(source.weights, folder / ADAPTER_DIR)
+            adapter_config = json.loads((source.weights / "adapter_config.json").read_text())
+        name = source.path.resolve().name
+        # The README names the final folder, not the temporary one it is written in.
+        text = readme(output, name, base=base if has_adapter else None, adapter_config=adapter_config)
+        (folder / "README.md").write_text(text)
+
+    merge_source(source, output, overwrite=overwrite, trust_remote_code=trust_remote_code, what="export hf", add=add)
+    return sorted(p for p in output.iterdir() if p.name != MARKER)

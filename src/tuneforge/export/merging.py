@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuneforge.errors import ExportError
+from tuneforge.export.output import atomic_folder, check_output
 from tuneforge.rundir import RunDir
 
 PROVENANCE_FILE = "tuneforge_merge.json"
@@ -91,17 +91,18 @@ def default_output(source: Source) -> Path:
     return source.path.with_name(source.path.name + "-merged")
 
 
-def load_merged(source: Source) -> tuple[Any, Any, str]:
+def load_merged(source: Source, *, trust_remote_code: bool = False) -> tuple[Any, Any, str]:
     """Load a source with any adapter folded in: ``(model, tokenizer, base_path)``.
 
     Raises:
         ExportError: the adapter is a kind PEFT cannot merge (prefix/prompt tuning).
     """
+    from tuneforge.config.schema import ModelConfig
     from tuneforge.models import load, load_model
 
     if source.kind == "model":
-        return load_model(str(source.path))
-    loaded = load(source.path)
+        return load_model(ModelConfig(name_or_path=str(source.path), trust_remote_code=trust_remote_code))
+    loaded = load(source.path, trust_remote_code=trust_remote_code)
     model = loaded.model
     peft_config = getattr(model, "peft_config", None)
     if peft_config:
@@ -118,45 +119,65 @@ def load_merged(source: Source) -> tuple[Any, Any, str]:
     return model, loaded.tokenizer, loaded.base_path
 
 
-def save_model(model: Any, tokenizer: Any, output: Path, provenance: dict[str, Any]) -> Path:
-    """Save model (safetensors), tokenizer and generation config into ``output``, replacing it whole.
-
-    The folder is written beside ``output`` first and swapped in, so a failed save
-    never leaves half a model behind.
-    """
+def save_model(model: Any, tokenizer: Any, folder: Path, provenance: dict[str, Any]) -> None:
+    """Save model (safetensors), tokenizer, generation config and provenance into ``folder`` (a fresh one)."""
     from tuneforge.eval.generate import stop_token_ids
 
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not (output / "config.json").is_file():
-        raise ExportError(f"output {output} exists and is not a model folder; choose an empty or new folder")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkdtemp: its 0700 mode would stay on the renamed folder and lock out a server's user.
-    tmp = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
-    tmp.mkdir()
+    gen = model.generation_config
+    gen.eos_token_id = stop_token_ids(tokenizer, model)  # the end-of-turn token, eos, the model's own
+    if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+
+
+def base_model_path(source: Source) -> str | None:
+    """The base model folder of a source, found without loading it (``None`` when it cannot be resolved yet)."""
+    from tuneforge.config.schema import ModelConfig
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.models import resolve
+
+    if source.kind == "model":
+        return str(source.path)
     try:
-        gen = model.generation_config
-        gen.eos_token_id = stop_token_ids(tokenizer, model)  # the end-of-turn token, eos, the model's own
-        if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
-            gen.pad_token_id = tokenizer.pad_token_id
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return output
+        if source.run is not None:
+            from tuneforge.config.load import load_config
+
+            return resolve(load_config(source.run.config).model)
+        base = json.loads((source.path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        return resolve(ModelConfig(name_or_path=base)) if base else None
+    except (TuneforgeError, OSError, ValueError):
+        return None  # the load itself reports what is wrong
 
 
-def merge_source(source: Source, output: Path) -> Path:
-    """Merge (or, for a full fine-tune or a plain model, re-save) ``source`` into ``output``."""
-    model, tokenizer, base_path = load_merged(source)
-    target = Path(output).resolve()
-    for keep in (source.path, source.weights, Path(base_path)):
-        keep = keep.resolve()
-        if target == keep or target in keep.parents:
-            raise ExportError(f"output {output} would overwrite {keep}; choose another folder")
+def check_merge_output(source: Source, output: str | Path, *, overwrite: bool = False) -> Path:
+    """Refuse an output that would land in or over the source weights, the run or the base model.
+
+    Raises:
+        ExportError: see :func:`tuneforge.export.output.check_output`.
+    """
+    base = base_model_path(source)
+    protected = [source.weights] + ([Path(base)] if base and Path(base).exists() else [])
+    return check_output(output, protected=protected, not_above=[source.path], overwrite=overwrite)
+
+
+def merge_source(
+    source: Source, output: Path, *, overwrite: bool = False, trust_remote_code: bool = False,
+    what: str = "merge", add: Callable[[Path, str], None] | None = None,
+) -> Path:
+    """Merge (or, for a full fine-tune or a plain model, re-save) ``source`` into ``output``, atomically.
+
+    Args:
+        source: What to merge.
+        output: The folder to write (checked before the slow load).
+        overwrite: Replace an existing folder that tuneforge did not write.
+        trust_remote_code: Run custom model code (``--trust-remote-code``).
+        what: Recorded in the folder's marker.
+        add: Writes more files into the folder before it is swapped in: ``add(folder, base_path)``.
+    """
+    check_merge_output(source, output, overwrite=overwrite)  # before the slow load
+    model, tokenizer, base_path = load_merged(source, trust_remote_code=trust_remote_code)
     provenance = {
         "source": str(source.path.resolve()),
         "kind": source.kind,
@@ -164,25 +185,37 @@ def merge_source(source: Source, output: Path) -> Path:
         "weights": str(source.weights.resolve()),
         "weights_fingerprint": fingerprint(source.weights),
     }
-    return save_model(model, tokenizer, output, provenance)
+    with atomic_folder(output, what) as folder:
+        save_model(model, tokenizer, folder, provenance)
+        if add is not None:
+            add(folder, str(base_path))
+    return Path(output)
 
 
-def merge(run_or_adapter: str | Path, output: str | Path | None = None) -> Path:
+def merge(
+    run_or_adapter: str | Path, output: str | Path | None = None, *, overwrite: bool = False,
+    trust_remote_code: bool = False,
+) -> Path:
     """Fold a run's LoRA/DoRA adapter into the base weights and save a plain model folder.
 
     For a full fine-tune (a run with ``model/``) the model is saved as it is. The
     folder loads with ``AutoModelForCausalLM.from_pretrained`` and generates what
-    the adapter model generates.
+    the adapter model generates. It is written beside the output and renamed into
+    place, with a ``.tuneforge`` marker; an existing folder without that marker is
+    replaced only with ``overwrite``.
 
     Args:
         run_or_adapter: A run directory (``runs/NAME``) or a PEFT adapter folder.
         output: Where to write; default ``RUN/merged`` (or ``<adapter>-merged``).
+        overwrite: Replace an existing output folder that tuneforge did not write.
+        trust_remote_code: Run custom model code shipped with the base model.
 
     Returns:
         The merged model folder.
 
     Raises:
-        ExportError: not a run or adapter, no trained weights, or an adapter that cannot be merged.
+        ExportError: not a run or adapter, no trained weights, an adapter that cannot be merged,
+            or an output that is a file, not writable, inside the source or base model, or not ours.
 
     Example:
         >>> merge("runs/support-bot")
@@ -191,4 +224,5 @@ def merge(run_or_adapter: str | Path, output: str | Path | None = None) -> Path:
     source = find_source(run_or_adapter)
     if source.kind == "model":
         raise ExportError(f"{source.path} is a plain model folder; there is no adapter to merge")
-    return merge_source(source, Path(output) if output is not None else default_output(source))
+    out = Path(output) if output is not None else default_output(source)
+    return merge_source(source, out, overwrite=overwrite, trust_remote_code=trust_remote_code)

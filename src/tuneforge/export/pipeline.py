@@ -17,7 +17,8 @@ from pathlib import Path
 from tuneforge.errors import ExportError
 from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
 from tuneforge.export.hf import export_hf
-from tuneforge.export.merging import Source, find_source, is_current, merge_source
+from tuneforge.export.merging import Source, check_merge_output, find_source, is_current, merge_source
+from tuneforge.export.output import atomic_folder, check_output
 from tuneforge.export.modelfile import build_modelfile, inspect_template
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
 
@@ -43,14 +44,14 @@ def _default_output(source: Source, fmt: str) -> Path:
     return source.run.export / fmt
 
 
-def _merged_dir(source: Source, scratch: Path) -> Path:
+def _merged_dir(source: Source, scratch: Path, overwrite: bool, trust_remote_code: bool) -> Path:
     """A merged HF folder for ``source``: ``RUN/merged`` (merged now if missing or stale), else a scratch one."""
     if source.kind == "model":
         return source.path
     target = source.run.merged if source.run is not None else scratch / "merged"
     if not is_current(source, target):
         log.info("merging %s into %s", source.weights, target)
-        merge_source(source, target)
+        merge_source(source, target, overwrite=overwrite, trust_remote_code=trust_remote_code)
     return target
 
 
@@ -58,20 +59,23 @@ def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: 
     from tuneforge.data import end_of_turn_token
     from tuneforge.models import load_tokenizer
 
-    gguf_path = write_gguf(merged, output / f"model-{quant}.gguf", quant, name=source.path.resolve().name)
-    tokenizer = load_tokenizer(merged)
-    modelfile = output / "Modelfile"
-    modelfile.write_text(
-        build_modelfile(
-            gguf_path.name, inspect_template(tokenizer), end_of_turn_token(tokenizer), source=str(source.path)
+    read_config(merged)  # fail on an unsupported architecture before any writing
+    with atomic_folder(output, f"export gguf {quant}") as folder:
+        gguf_path = write_gguf(merged, folder / f"model-{quant}.gguf", quant, name=source.path.resolve().name)
+        tokenizer = load_tokenizer(merged)
+        (folder / "Modelfile").write_text(
+            build_modelfile(
+                gguf_path.name, inspect_template(tokenizer), end_of_turn_token(tokenizer), source=str(source.path)
+            )
         )
-    )
-    report = check_roundtrip(merged, gguf_path, DEFAULT_PROMPTS, max_new_tokens=16) if check else None
-    return ExportResult("gguf", output, [gguf_path, modelfile], report)
+        # Checked before the swap: a file that fails to load never replaces a good export.
+        report = check_roundtrip(merged, gguf_path, DEFAULT_PROMPTS, max_new_tokens=16) if check else None
+    return ExportResult("gguf", output, [output / gguf_path.name, output / "Modelfile"], report)
 
 
 def run(
-    source: str | Path, fmt: str = "hf", quant: str = "f16", output: str | Path | None = None, check: bool = True
+    source: str | Path, fmt: str = "hf", quant: str = "f16", output: str | Path | None = None, check: bool = True,
+    *, overwrite: bool = False, trust_remote_code: bool = False,
 ) -> ExportResult:
     """Export a run, adapter or model as a Hugging Face folder or a GGUF file.
 
@@ -82,12 +86,15 @@ def run(
         quant: GGUF matrix type: ``"f16"`` or ``"q8_0"`` (``hf`` takes only the default).
         output: The export folder; default ``RUN/export/<fmt>`` (required for non-run sources).
         check: For gguf, load the file back with transformers and compare greedy completions.
+        overwrite: Replace an existing output folder that tuneforge did not write (no ``.tuneforge`` marker).
+        trust_remote_code: Run custom model code shipped with the base model (``--trust-remote-code``).
 
     Returns:
         An :class:`ExportResult` with the files written and the round-trip report.
 
     Raises:
-        ExportError: unknown format or quantization, missing source, unsupported architecture.
+        ExportError: unknown format or quantization, missing source, unsupported architecture, or an
+            output that is a file, not writable, inside the source or base model, or not written by tuneforge.
 
     Example:
         >>> result = run("runs/support-bot", fmt="gguf", quant="q8_0")
@@ -101,13 +108,13 @@ def run(
         raise ExportError(f"--quant {quant} applies to the gguf format only; the hf export keeps the model's dtype")
     src = find_source(source)
     out = Path(output) if output is not None else _default_output(src, fmt)
+    check_merge_output(src, out, overwrite=overwrite)  # before any slow load
     if fmt == "hf":
-        return ExportResult("hf", out, export_hf(src, out))
+        return ExportResult("hf", out, export_hf(src, out, overwrite=overwrite, trust_remote_code=trust_remote_code))
     scratch = Path(tempfile.mkdtemp(prefix="tuneforge-export-"))
     try:
-        merged = _merged_dir(src, scratch)
-        read_config(merged)  # fail on an unsupported architecture before any writing
-        out.mkdir(parents=True, exist_ok=True)
+        merged = _merged_dir(src, scratch, overwrite, trust_remote_code)
+        check_output(out, protected=[merged], overwrite=overwrite)  # not into the merged folder it reads
         return _export_gguf(src, merged, out, quant, check)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -24,6 +24,7 @@ import torch
 from tuneforge.config.schema import EMBEDDED_MODEL, ModelConfig
 from tuneforge.errors import ModelError
 from tuneforge.rundir import RunDir
+from tuneforge.security.model_files import check_weight_files, refuse_custom_code, verify_pins, weight_files
 
 log = logging.getLogger("tuneforge.models")
 
@@ -74,18 +75,11 @@ def resolve(cfg: ModelConfig | str) -> str:
     """
     cfg = ModelConfig(name_or_path=cfg) if isinstance(cfg, str) else cfg
     ref = cfg.name_or_path
-    if ref in ALIASES:
-        emb = ALIASES[ref]
-        spec = importlib.util.find_spec(emb.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"model alias '{ref}' needs the package '{emb.package}': {emb.install_hint}")
-        return str(dequantize_gguf(Path(list(spec.submodule_search_locations)[0]) / emb.gguf_file))
+    gguf = gguf_source(cfg)
+    if gguf is not None:
+        return str(dequantize_gguf(gguf))
     path = Path(ref).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        return str(dequantize_gguf(path))
     if path.is_dir():
-        if cfg.gguf_file:
-            return str(dequantize_gguf(path / cfg.gguf_file))
         run = RunDir(path)
         if run.is_run():
             raise ModelError(f"{path} is a run directory; use it with load(), or merge it first (tuneforge merge)")
@@ -158,69 +152,142 @@ def load_tokenizer(path: str | Path, *, revision: str | None = None, trust_remot
     try:
         tok = AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
     except Exception as exc:
+        refuse_custom_code(path, exc)
         raise ModelError(f"cannot load tokenizer from {path}: {exc}") from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
+def gguf_source(cfg: ModelConfig) -> Path | None:
+    """The .gguf file a model spec reads (alias, .gguf path, or folder + gguf_file), else ``None``.
+
+    Raises:
+        ModelError: an alias whose package is not installed.
+    """
+    ref = cfg.name_or_path
+    if ref in ALIASES:
+        emb = ALIASES[ref]
+        spec = importlib.util.find_spec(emb.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model alias '{ref}' needs the package '{emb.package}': {emb.install_hint}")
+        return Path(list(spec.submodule_search_locations)[0]) / emb.gguf_file
+    path = Path(ref).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if path.is_dir() and cfg.gguf_file:
+        return path / cfg.gguf_file
+    return None
+
+
+def check_model_files(cfg: ModelConfig, path: str) -> bool | None:
+    """Apply ``model.allow_pickle`` and ``model.sha256`` before anything is read; return ``use_safetensors``.
+
+    Raises:
+        SecurityError: pickle-only weights without ``allow_pickle``, or a file that does not match its pin.
+    """
+    gguf = gguf_source(cfg)
+    if cfg.sha256 is not None:
+        if gguf is not None:
+            verify_pins([gguf], cfg.sha256)
+        elif Path(path).is_dir():
+            verify_pins(weight_files(path), cfg.sha256)
+        else:
+            raise ModelError(f"model.sha256 pins local files, but {path} is a hub id; download it to a folder first")
+    if gguf is None and Path(path).is_dir():
+        return True if check_weight_files(path, allow_pickle=cfg.allow_pickle) else None
+    return None if cfg.allow_pickle else True
+
+
 def load_model(cfg: ModelConfig | str, *, dtype: torch.dtype = torch.float32, **kwargs: Any) -> tuple[Any, Any, str]:
     """Load a base model and its tokenizer from a config or a model reference.
 
+    Weights come from safetensors files only unless ``cfg.allow_pickle`` (and then with
+    ``weights_only=True``); ``cfg.sha256`` pins are checked before loading; custom model code
+    runs only with ``cfg.trust_remote_code``.
+
     Returns:
         ``(model, tokenizer, base_path)`` where ``base_path`` is the resolved folder or hub id.
+
+    Raises:
+        ModelError: the model cannot be found or loaded, or needs custom code that is not trusted.
+        SecurityError: a weight file is pickle-based (without ``allow_pickle``) or does not match its pin.
     """
     from transformers import AutoModelForCausalLM
 
     cfg = ModelConfig(name_or_path=cfg) if isinstance(cfg, str) else cfg
     path = resolve(cfg)
+    use_safetensors = check_model_files(cfg, path)
+    if cfg.trust_remote_code:
+        log.warning("trust_remote_code is on: custom Python code shipped with %s may run", path)
     tokenizer = load_tokenizer(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     attn = None if cfg.attn_implementation == "auto" else cfg.attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
-            attn_implementation=attn, **kwargs,
+            attn_implementation=attn, use_safetensors=use_safetensors, weights_only=True, **kwargs,
         )
     except Exception as exc:
+        refuse_custom_code(path, exc)
         raise ModelError(f"cannot load model from {path}: {exc}") from exc
     return model, tokenizer, path
 
 
-def load(target: str | Path, *, dtype: torch.dtype = torch.float32, merge: bool = False) -> LoadedModel:
+def load(
+    target: str | Path, *, dtype: torch.dtype = torch.float32, merge: bool = False, trust_remote_code: bool = False
+) -> LoadedModel:
     """Load whatever a user points at: a run directory, an adapter folder, a model folder, a .gguf or an alias.
+
+    A stored run's ``model.trust_remote_code`` is ignored: a run folder copied from elsewhere
+    must not run its model's code because its ``config.yaml`` says so. Only the caller's
+    ``trust_remote_code`` (the ``--trust-remote-code`` flag) allows it. Its ``sha256`` pins
+    and ``allow_pickle`` do apply (pickles are read with ``weights_only=True`` regardless).
 
     Args:
         target: A run directory (``runs/NAME``), a PEFT adapter folder, a plain model folder,
             a ``.gguf`` file, an alias or a hub id.
         dtype: Weight dtype.
         merge: Fold a LoRA adapter into the base weights (faster inference, no PEFT wrapper).
+        trust_remote_code: Run custom model code shipped with the model (``auto_map``).
+
+    Raises:
+        ModelError: nothing loadable there, or custom code without ``trust_remote_code``.
+        SecurityError: pickle-based weights without ``model.allow_pickle``, or a pinned file that differs.
     """
     path = Path(target)
     run = RunDir(path) if RunDir(path).is_run() else None
     if run is not None:
         from tuneforge.config.load import load_config
 
-        cfg = load_config(run.config)
+        stored = load_config(run.config).model
+        base_cfg = stored.model_copy(update={"trust_remote_code": trust_remote_code})
         if run.adapter.is_dir():
-            return _with_adapter(cfg.model, run.adapter, dtype, merge, run)
-        model, tokenizer, _ = load_model(str(run.model), dtype=dtype)
-        base_path = resolve(cfg.model)
+            return _with_adapter(base_cfg, run.adapter, dtype, merge, run)
+        trained = ModelConfig(
+            name_or_path=str(run.model), trust_remote_code=trust_remote_code, allow_pickle=stored.allow_pickle
+        )
+        model, tokenizer, _ = load_model(trained, dtype=dtype)
+        base_path = resolve(base_cfg)
         return LoadedModel(model, tokenizer, base_path, run=run)
     if path.is_dir() and (path / "adapter_config.json").is_file():
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")
-        return _with_adapter(ModelConfig(name_or_path=base), path, dtype, merge, None)
-    model, tokenizer, base_path = load_model(str(target), dtype=dtype)
+        return _with_adapter(ModelConfig(name_or_path=base, trust_remote_code=trust_remote_code), path, dtype, merge, None)
+    model, tokenizer, base_path = load_model(
+        ModelConfig(name_or_path=str(target), trust_remote_code=trust_remote_code), dtype=dtype
+    )
     return LoadedModel(model, tokenizer, base_path)
 
 
 def _with_adapter(base_cfg: ModelConfig, adapter: Path, dtype: torch.dtype, merge: bool, run: RunDir | None) -> LoadedModel:
     from peft import PeftModel
 
+    check_weight_files(adapter, allow_pickle=base_cfg.allow_pickle)
     model, _, base_path = load_model(base_cfg, dtype=dtype)
     # The adapter folder carries the tokenizer as trained (chat template, stop token).
-    tokenizer = load_tokenizer(adapter) if (adapter / "tokenizer_config.json").is_file() else load_tokenizer(base_path)
+    tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else base_path
+    tokenizer = load_tokenizer(tok_dir, trust_remote_code=base_cfg.trust_remote_code)
     try:
         model = PeftModel.from_pretrained(model, str(adapter))
     except Exception as exc:

@@ -1,7 +1,10 @@
-"""Security: API keys for serving (more to come: encryption at rest, audit log, safe model loading)."""
+"""Security: API keys for serving and safe model loading (pickle-free weights, pinned digests, no stray code)."""
 
 from tuneforge.security.keys import (
-    KeyRecord, KeyStore, create_key, hash_key, list_keys, read_keys, revoke_key, write_keys,
+    KeyRecord, KeyStore, create_key, hash_key, list_keys, parse_expiry, read_keys, revoke_key, write_keys,
 )
 
-__all__ = ["KeyRecord", "KeyStore", "create_key", "hash_key", "list_keys", "read_keys", "revoke_key", "write_keys"]
+__all__ = [
+    "KeyRecord", "KeyStore", "create_key", "hash_key", "list_keys", "parse_expiry", "read_keys", "revoke_key",
+    "write_keys",
+]

@@ -3,7 +3,7 @@
 
 Middleware, outermost first: metrics + access log (sees every answer, 401s
 and 413s included), CORS (only with ``cors_origins``; it answers preflights,
-which carry no key), keys + rate limit, body size limit, then FastAPI.
+which carry no key), keys + scopes + rate limit, body size and time limit, then FastAPI.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from fastapi import FastAPI
 
 from tuneforge.models import LoadedModel
 from tuneforge.security import KeyStore
-from tuneforge.serve.auth import AuthGate, Authenticator, check_auth_setup
+from tuneforge.serve.auth import AuthGate, Authenticator, check_auth_setup, is_loopback
 from tuneforge.serve.batcher import BatchingConfig
 from tuneforge.serve.engine import Engine, load_engine, served_name
 from tuneforge.serve.http_errors import install_error_handlers
 from tuneforge.serve.limits import BodySizeLimit, RateLimiter, ServeLimits
+from tuneforge.serve.listen import bind
 from tuneforge.serve.metrics import ACCESS_LOGGER, Observability, ServeMetrics
 from tuneforge.serve.routes import ServeContext, router
 from tuneforge.serve.schemas import now
@@ -39,6 +40,7 @@ def create_app(
     log_prompts: bool = False,
     name: str | None = None,
     batching: BatchingConfig | None = None,
+    host: str = "127.0.0.1",
 ) -> FastAPI:
     """Build the OpenAI-compatible app around an engine (or a loaded model, wrapped in one).
 
@@ -52,6 +54,7 @@ def create_app(
         log_prompts: Put prompt and completion text in the access log.
         name: Served name of a ``LoadedModel`` (ignored for an engine).
         batching: Batching of a ``LoadedModel`` (ignored for an engine).
+        host: The address the app will listen on: beyond loopback, ``/metrics`` needs an admin key.
 
     Returns:
         The FastAPI app; its lifespan stops the engine's worker thread on shutdown.
@@ -82,8 +85,14 @@ def create_app(
     app.state.serve = ServeContext(engine, limits, metrics, log_prompts, now())
     app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
-    app.add_middleware(AuthGate, authenticator=Authenticator(keys, limiter))
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
+    # Metrics reveal traffic, model and key names: public on loopback only, else for admin keys.
+    metrics_public = is_loopback(host)
+    app.add_middleware(
+        AuthGate, authenticator=Authenticator(keys, limiter),
+        public=("/health", "/metrics") if metrics_public else ("/health",),
+        admin=() if metrics_public else ("/metrics",),
+    )
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -109,6 +118,7 @@ def run(
     cors_origins: Sequence[str] = (),
     log_prompts: bool = False,
     name: str | None = None,
+    trust_remote_code: bool = False,
 ) -> None:
     """Load ``target`` (+ adapters) and serve it until interrupted.
 
@@ -124,17 +134,25 @@ def run(
         cors_origins: Browser origins allowed to call the API.
         log_prompts: Put prompt and completion text in the access log.
         name: Served name of ``target``; default its run or folder name, or the alias.
+        trust_remote_code: Run custom model code shipped with the model (``--trust-remote-code``).
 
     Raises:
         SecurityError: authentication settings are missing or unsafe.
+        ConfigError: the port is invalid or taken, or the host unknown.
         ModelError: the model or an adapter cannot be loaded.
     """
     import uvicorn
 
     check_auth_setup(host, keys_file, no_auth)  # before the slow model load
     keys = KeyStore(keys_file) if keys_file is not None else None
-    engine = load_engine(target, adapters=adapters, name=name, batching=batching)
-    app = create_app(engine, keys=keys, limits=limits, cors_origins=cors_origins, log_prompts=log_prompts)
+    sock = bind(host, port)  # a bad or taken port fails now, not after the model load
+    try:
+        engine = load_engine(target, adapters=adapters, name=name, batching=batching,
+                             trust_remote_code=trust_remote_code)
+    except BaseException:
+        sock.close()
+        raise
+    app = create_app(engine, keys=keys, limits=limits, cors_origins=cors_origins, log_prompts=log_prompts, host=host)
     access = logging.getLogger(ACCESS_LOGGER)
     if not access.handlers:  # one JSON object per line on stderr, not wrapped in a log format
         handler = logging.StreamHandler(sys.stderr)
@@ -142,8 +160,10 @@ def run(
         access.addHandler(handler)
         access.setLevel(logging.INFO)
         access.propagate = False
-    print(f"serving {', '.join(engine.names)} on http://{host}:{port}/v1", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
+    bound = sock.getsockname()[1]
+    print(f"serving {', '.join(engine.names)} on http://{host}:{bound}/v1", file=sys.stderr)
+    config = uvicorn.Config(app, host=host, port=bound, access_log=False, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @contextlib.contextmanager

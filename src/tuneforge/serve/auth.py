@@ -1,4 +1,4 @@
-"""Who may call the API: bearer keys checked against a keys file, per-key rate limits, loopback-only no-auth.
+"""Who may call the API: bearer keys checked against a keys file, key scopes, per-key rate limits, loopback-only no-auth.
 
 Serving without keys is refused unless the server only listens on a loopback
 address: a typo in ``--host`` must not publish an open model endpoint.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tuneforge.errors import SecurityError
-from tuneforge.security import KeyStore
+from tuneforge.security import KeyRecord, KeyStore
 from tuneforge.serve.http_errors import APIError, send_error
 from tuneforge.serve.limits import RateLimiter, retry_after_header
 
@@ -61,6 +62,21 @@ def bearer_token(header: str | None) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who made a request: the key's name and its scopes (``record`` is ``None`` without authentication)."""
+
+    name: str
+    record: KeyRecord | None = None
+
+    def allows(self, model: str) -> bool:
+        return self.record is None or self.record.allows(model)
+
+    @property
+    def admin(self) -> bool:
+        return self.record is not None and self.record.admin
+
+
 class Authenticator:
     """Checks a request's key (unless ``keys`` is None), then the key's rate limit.
 
@@ -73,15 +89,15 @@ class Authenticator:
         self.keys = keys
         self.limiter = limiter
 
-    def check(self, authorization: str | None, client: str) -> str:
-        """Return the caller's key name.
+    def check(self, authorization: str | None, client: str) -> Caller:
+        """Return the caller: its key name and scopes.
 
         Raises:
-            APIError: 401 without a valid key, 429 over the rate limit (with ``Retry-After``).
+            APIError: 401 without a valid (unexpired) key, 429 over the rate limit (with ``Retry-After``).
         """
         if self.keys is None:
             # Without keys everyone shares one identity; limit per client address.
-            name = f"anonymous@{client}"
+            caller = Caller(f"anonymous@{client}")
         else:
             token = bearer_token(authorization)
             if token is None:
@@ -89,17 +105,23 @@ class Authenticator:
                     401, "missing API key: send the header 'Authorization: Bearer <key>'",
                     code="missing_api_key", headers={"WWW-Authenticate": "Bearer"},
                 )
-            name = self.keys.verify(token)
-            if name is None:
+            record = self.keys.find(token)
+            if record is None:
                 raise APIError(401, "invalid API key", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            if record.expired():
+                raise APIError(
+                    401, f"API key {record.name!r} expired at {record.expires}", code="expired_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            caller = Caller(record.name, record)
         if self.limiter is not None:
-            wait = self.limiter.acquire(name)
+            wait = self.limiter.acquire(caller.name)
             if wait > 0:
                 raise APIError(
-                    429, f"rate limit exceeded for key {name!r}; retry in {wait:.1f}s",
+                    429, f"rate limit exceeded for key {caller.name!r}; retry in {wait:.1f}s",
                     code="rate_limit_exceeded", headers=retry_after_header(wait),
                 )
-        return name
+        return caller
 
 
 class AuthGate:
@@ -107,20 +129,32 @@ class AuthGate:
 
     Checking here, before FastAPI runs, means a caller without a valid key gets 401 before
     anything parses (or even reads) its body. Unknown paths are not public: deny by default.
-    The key *name* (never the key) goes to ``scope["state"]["key_name"]`` for the access log.
+    Admin paths (``/metrics`` on a server reachable beyond loopback) also need a key with the
+    ``admin`` scope (403 otherwise). The caller (key name and scopes, never the key) goes to
+    ``scope["state"]["caller"]``, and its name to ``scope["state"]["key_name"]`` for the access log.
     """
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, public: Collection[str] = ("/health", "/metrics")):
+    def __init__(
+        self, app: ASGIApp, authenticator: Authenticator, public: Collection[str] = ("/health", "/metrics"),
+        admin: Collection[str] = (),
+    ):
         self.app = app
         self.authenticator = authenticator
         self.public = set(public)
+        self.admin = set(admin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in self.public:
             client = scope["client"][0] if scope.get("client") else "?"
             try:
-                name = self.authenticator.check(Headers(scope=scope).get("authorization"), client)
+                caller = self.authenticator.check(Headers(scope=scope).get("authorization"), client)
+                state = scope.setdefault("state", {})
+                state["key_name"], state["caller"] = caller.name, caller
+                if scope["path"] in self.admin and not caller.admin:
+                    raise APIError(
+                        403, f"{scope['path']} needs a key with the admin scope (tuneforge keys create NAME --admin)",
+                        code="admin_required",
+                    )
             except APIError as error:
                 return await send_error(scope, send, error)
-            scope.setdefault("state", {})["key_name"] = name
         await self.app(scope, receive, send)

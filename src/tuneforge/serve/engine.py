@@ -23,6 +23,7 @@ import torch
 from tuneforge.errors import ModelError
 from tuneforge.models import ALIASES, LoadedModel, load, resolve
 from tuneforge.rundir import RunDir
+from tuneforge.security.model_files import check_weight_files
 from tuneforge.serve.batcher import Batcher, BatchingConfig, GenerationHandle, GenerationRequest
 from tuneforge.serve.decode import BatchTracker, Row
 
@@ -97,6 +98,7 @@ class Engine:
             if adapter_name in self.routes or adapter_name in getattr(model, "peft_config", {}):
                 raise ModelError(f"--adapter {adapter_name}: the name is already served; pick another")
             path = adapter_dir(target)
+            check_weight_files(path)  # an extra adapter's pickle file is refused like the model's
             self._check_base(adapter_name, path)
             try:
                 if isinstance(model, PeftModel):
@@ -224,6 +226,7 @@ def load_engine(
     batching: BatchingConfig | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Engine:
     """Load a model (anything :func:`tuneforge.models.load` accepts) and its extra adapters for serving.
 
@@ -234,14 +237,16 @@ def load_engine(
         batching: Dynamic batching settings.
         dtype: Weight dtype.
         device: Where to run; default CUDA when available, else CPU.
+        trust_remote_code: Run custom model code shipped with the model (never taken from a run's config).
 
     Raises:
         ModelError: the model or an adapter cannot be loaded.
+        SecurityError: pickle-based weights without ``model.allow_pickle``, or a pinned file that differs.
 
     Example:
         >>> engine = load_engine("runs/support-bot", adapters={"legal": "runs/legal"})  # doctest: +SKIP
         >>> engine.names  # doctest: +SKIP
         ['support-bot', 'legal']
     """
-    loaded = load(target, dtype=dtype)
+    loaded = load(target, dtype=dtype, trust_remote_code=trust_remote_code)
     return Engine(loaded, name=name or served_name(target), adapters=adapters, batching=batching, device=device)

@@ -28,6 +28,7 @@ _TYPE_BY_STATUS = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -63,8 +64,10 @@ def error_body(detail: ErrorDetail) -> bytes:
 
 
 def error_response(scope: Scope, error: APIError) -> JSONResponse:
-    """Build the response for ``error`` and note its type on the request state for the metrics."""
-    scope.setdefault("state", {})["error_type"] = error.detail.type
+    """Build the response for ``error`` and note its type and code on the request state for the metrics."""
+    state = scope.setdefault("state", {})
+    state["error_type"] = error.detail.type
+    state["error_code"] = error.detail.code or str(error.status)
     return JSONResponse(json.loads(error_body(error.detail)), status_code=error.status, headers=error.headers)
 
 

@@ -8,6 +8,7 @@ backends and decorators we do not need.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import threading
@@ -33,6 +34,7 @@ class ServeLimits:
         max_prompt_tokens: Longest prompt, in tokens after the chat template.
         max_body_bytes: Largest request body.
         max_n: Most choices (``n`` x prompts) per request.
+        body_timeout_s: Longest time a client may take to send its whole request body (408 after).
     """
 
     rate_per_minute: float | None = None
@@ -41,6 +43,7 @@ class ServeLimits:
     max_prompt_tokens: int = 4096
     max_body_bytes: int = 1 << 20
     max_n: int = 8
+    body_timeout_s: float = 30.0
 
 
 def parse_rate_limit(text: str) -> float:
@@ -92,15 +95,19 @@ def retry_after_header(wait_s: float) -> dict[str, str]:
 
 
 class BodySizeLimit:
-    """ASGI middleware answering 413 to bodies over ``max_bytes`` before the app parses them.
+    """ASGI middleware answering 413 to bodies over ``max_bytes``, and 408 to bodies that arrive too slowly.
 
     It checks ``Content-Length`` first, and otherwise counts the bytes as they arrive
     (chunked uploads), buffering at most ``max_bytes`` before replaying them to the app.
+    The whole body must arrive within ``timeout_s``: a client that declares 100 bytes and
+    sends 4 would otherwise hold its connection (and a server slot) forever, since
+    uvicorn's ``timeout_keep_alive`` only covers the time *between* requests.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -109,8 +116,12 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await send_error(scope, send, self._too_large())
         chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(deadline - time.monotonic(), 0))
+            except asyncio.TimeoutError:
+                return await send_error(scope, send, self._too_slow())
             if message["type"] != "http.request":
                 return  # the client left before sending its body
             chunks.append(message.get("body", b""))
@@ -133,3 +144,10 @@ class BodySizeLimit:
 
     def _too_large(self) -> APIError:
         return APIError(413, f"request body larger than {self.max_bytes} bytes", code="request_too_large")
+
+    def _too_slow(self) -> APIError:
+        # Connection: close, since the rest of the declared body may still trickle in.
+        return APIError(
+            408, f"the request body did not arrive within {self.timeout_s:g}s", code="request_timeout",
+            headers={"Connection": "close"},
+        )

@@ -23,6 +23,8 @@ ACCESS_LOGGER = "tuneforge.serve.access"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+# Answers that refuse a caller (no key, scope, rate, size, time) rather than fail a request.
+REFUSED_STATUSES = (401, 403, 408, 413, 429)
 
 
 class ServeMetrics:
@@ -38,6 +40,11 @@ class ServeMetrics:
         )
         self.in_flight = Gauge("tuneforge_requests_in_flight", "Requests being handled.", registry=r)
         self.errors = Counter("tuneforge_errors", "Error responses by OpenAI error type.", ["type"], registry=r)
+        self.refused = Counter(
+            "tuneforge_refused_requests",
+            "Requests refused before generation by reason: missing/invalid/expired key, model not allowed, "
+            "admin required, rate limit, body too large or too slow.", ["reason"], registry=r,
+        )
         self.prompt_tokens = Counter("tuneforge_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
         self.generated_tokens = Counter("tuneforge_generated_tokens", "Tokens generated.", ["model"], registry=r)
         self.ttft = Histogram(
@@ -96,6 +103,8 @@ class Observability:
                 state.setdefault("error_type", "server_error" if status >= 500 else "http_error")
             if "error_type" in state:  # also a stream that failed after its 200 status line
                 self.metrics.errors.labels(state["error_type"]).inc()
+            if status in REFUSED_STATUSES:
+                self.metrics.refused.labels(state.get("error_code", str(status))).inc()
             self.access.info(json.dumps(self._record(scope, route, status, latency, state)))
 
     def _record(self, scope: Scope, route: str, status: int, latency: float, state: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +121,9 @@ class Observability:
         }
         if "error_type" in state:
             record["error"] = state["error_type"]
-        if self.log_prompts:
+        if status in REFUSED_STATUSES:
+            record["refused"] = state.get("error_code", str(status))
+        elif self.log_prompts:  # a refused request's text is never logged, whatever --log-prompts says
             record["prompt"] = state.get("prompt_text")
             record["completion"] = state.get("completion_text")
         return record

@@ -33,6 +33,9 @@ from tuneforge.serve.schemas import (
 log = logging.getLogger("tuneforge.serve")
 router = APIRouter()
 
+MIN_TEMPERATURE = 1e-3
+"""Temperatures above 0 but below this decode greedily."""
+
 
 @dataclass
 class ServeContext:
@@ -67,7 +70,7 @@ async def list_models(request: Request) -> ModelList:
     primary = ctx.engine.primary
     return ModelList(data=[
         ModelCard(id=name, created=ctx.created, parent=None if name == primary else primary)
-        for name in ctx.engine.names
+        for name in _allowed(request, ctx.engine.names)
     ])
 
 
@@ -106,6 +109,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 async def completions(body: CompletionRequest, request: Request) -> Any:
     ctx = _ctx(request)
     _check_model(ctx, request, body.model)
+    _check_choices(ctx, body.n, len(body.prompt))  # before tokenizing what may be thousands of prompts
     prompts = [ctx.engine.encode_text(p) for p in body.prompt]
     request.state.prompt_text = body.prompt
     handle = _submit(ctx, request, body, prompts, body.max_tokens, "prompt")
@@ -127,21 +131,40 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 # ---------------------------------------------------------------------------- shared steps
 
 
+def _allowed(request: Request, names: list[str]) -> list[str]:
+    """The served names the caller's key may use (all of them without authentication)."""
+    caller = getattr(request.state, "caller", None)
+    return [n for n in names if caller is None or caller.allows(n)]
+
+
 def _check_model(ctx: ServeContext, request: Request, model: str) -> None:
     request.state.model = model  # for the access log, also when the request is refused below
+    allowed = _allowed(request, ctx.engine.names)
     if model not in ctx.engine.names:
+        # Only the names this key may use: a scoped key must not learn what else is served.
         raise APIError(
-            404, f"the model {model!r} does not exist; served models: {', '.join(ctx.engine.names)}",
+            404, f"the model {model!r} does not exist; served models: {', '.join(allowed) or 'none for this key'}",
             type="invalid_request_error", param="model", code="model_not_found",
         )
+    if model not in allowed:
+        raise APIError(
+            403, f"API key {request.state.caller.name!r} may not use the model {model!r}",
+            param="model", code="model_not_allowed",
+        )
+
+
+def _check_choices(ctx: ServeContext, n: int, prompts: int) -> None:
+    if n * prompts > ctx.limits.max_n:
+        raise APIError(400, f"n x prompts = {n * prompts} is over the limit of {ctx.limits.max_n}", param="n")
 
 
 def _submit(ctx: ServeContext, request: Request, body: Any, prompts: list[list[int]], max_tokens: int | None,
             prompt_field: str) -> GenerationHandle:
     """Apply the limits to a tokenized request and queue it."""
     limits, engine = ctx.limits, ctx.engine
-    if body.n * len(prompts) > limits.max_n:
-        raise APIError(400, f"n x prompts = {body.n * len(prompts)} is over the limit of {limits.max_n}", param="n")
+    _check_choices(ctx, body.n, len(prompts))
+    if any(not p for p in prompts):
+        raise APIError(400, "a prompt encodes to no tokens; give some text", param=prompt_field, code="empty_prompt")
     if max_tokens is None:
         max_tokens = min(limits.default_max_tokens, limits.max_tokens)
     elif max_tokens > limits.max_tokens:
@@ -161,8 +184,10 @@ def _submit(ctx: ServeContext, request: Request, body: Any, prompts: list[list[i
             f"{engine.context_length} tokens", param="max_tokens", code="context_length_exceeded",
         )
     request.state.prompt_tokens = sum(len(p) for p in prompts)
+    # Below MIN_TEMPERATURE sampling is greedy in effect, and torch turns logits / 1e-300 into inf and NaN.
+    temperature = body.temperature if body.temperature >= MIN_TEMPERATURE else 0.0
     params = SamplingParams(
-        max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p, stop=tuple(body.stop or ()),
+        max_tokens=max_tokens, temperature=temperature, top_p=body.top_p, stop=tuple(body.stop or ()),
         seed=body.seed, n=body.n,
     )
     return engine.submit(GenerationRequest(body.model, prompts, params))

@@ -2,8 +2,11 @@
 
 Requests ignore fields we do not know (``extra="ignore"``) because OpenAI
 clients and frameworks send optional fields freely (``logprobs: false``,
-``user``...); fields we do know are type-checked strictly, and bad values
-become 400 errors in OpenAI's error shape (see :mod:`tuneforge.serve.http_errors`).
+``user``...); fields we do know are type-checked strictly (``true`` is not the
+integer 1, ``"2"`` is not 2; Python's JSON parser accepts ``NaN`` and
+``Infinity``, which are refused), and every number is bounded so that no value
+reaches torch in a form it cannot take. Bad values become 400 errors in
+OpenAI's error shape (see :mod:`tuneforge.serve.http_errors`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ from typing import Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+# OpenAI documents seed as a 64-bit integer; torch.manual_seed raises (a 500) outside this range.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+MAX_STOP_CHARS = 256
+"""Longest stop string: each decoding step compares every prefix of every stop string with the output's end."""
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
 
 class TextPart(_Request):
@@ -43,11 +52,13 @@ class _Sampling(_Request):
 
     model: str = Field(..., description="A served model name (GET /v1/models).")
     max_tokens: int | None = Field(None, ge=1, description="Tokens to generate at most; default: the server's.")
-    temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy decoding.")
+    temperature: float = Field(1.0, ge=0, le=2, description="0 (or below 0.001) is greedy decoding.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     n: int = Field(1, ge=1, description="Choices per prompt.")
     stop: Union[str, list[str], None] = Field(None, description="Up to 4 strings; the output ends before the first.")
-    seed: int | None = Field(None, description="Makes sampling reproducible (the request runs in its own batch).")
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="Makes sampling reproducible (the request runs in its own batch)."
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -59,6 +70,8 @@ class _Sampling(_Request):
             raise ValueError("at most 4 stop strings")
         if any(s == "" for s in stops):
             raise ValueError("stop strings must not be empty")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"stop strings must be at most {MAX_STOP_CHARS} characters")
         return stops
 
 
@@ -76,6 +89,9 @@ class CompletionRequest(_Sampling):
         prompts = [value] if isinstance(value, str) else value
         if not prompts:
             raise ValueError("at least one prompt")
+        if any(p == "" for p in prompts):
+            # A model without a BOS token would get zero input tokens, which generate cannot start from.
+            raise ValueError("prompts must not be empty")
         return prompts
 
 
