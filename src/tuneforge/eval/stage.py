@@ -29,6 +29,9 @@ from tuneforge.eval.scoring import LOSS_METRICS, Scored, score_outputs
 
 log = logging.getLogger("tuneforge.eval")
 
+NO_TEST_ROWS = "eval skipped: no test rows (set data.test or data.split.test)"
+"""What a run with eval enabled but an empty test split says (console and manifest ``eval_skipped``)."""
+
 
 @dataclass(frozen=True)
 class _Model:

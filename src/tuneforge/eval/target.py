@@ -15,7 +15,7 @@ from tuneforge.config.schema import EvalConfig
 from tuneforge.errors import DataError, EvalError
 from tuneforge.eval.checks import check_metric_names, example_kind
 from tuneforge.eval.result import EvalResult
-from tuneforge.eval.stage import run
+from tuneforge.eval.stage import NO_TEST_ROWS, run
 from tuneforge.rundir import RunDir
 
 KEEP = "config"
@@ -27,7 +27,7 @@ def _training_format(cfg, run_dir: RunDir) -> str | None:
     if len(formats) == 1 and (fmt := formats.pop()) != "auto":
         return fmt
     # Auto-detected: the run's own test split shows what the data turned into.
-    if run_dir.test_split.is_file():
+    if run_dir.test_split.is_file() and run_dir.test_split.read_text(encoding="utf-8").strip():
         from tuneforge.data import load_examples
 
         held_out = load_examples(str(run_dir.test_split))
@@ -130,6 +130,8 @@ def evaluate(
                 "give --data FILE"
             )
         data = run_dir.test_split
+        if not data.read_text(encoding="utf-8").strip():
+            raise EvalError(f"run {target} has an empty test split ({data}): {NO_TEST_ROWS}; or give --data FILE")
         examples = load_examples(str(data))  # written by training: already mapped, prompted and cleaned
     else:
         examples = load_test_file(data, run_cfg.data if run_cfg is not None else None)
