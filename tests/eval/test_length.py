@@ -78,7 +78,9 @@ def test_forced_small_cap_reports_answers_as_truncated(label_model, tmp_path):
     assert result.truncated == {"tuned": 2}
     rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert all(r["tuned_truncated"] for r in rows) and rows[0]["tuned_output"] != LONG[0]
-    assert "2 of 2 tuned answers hit max_new_tokens=8 without a stop token" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "2 of 2 tuned answers hit max_new_tokens=8 without a stop token" in report
+    assert "raise eval.generation.max_new_tokens or leave it unset" in report
     assert json.loads((tmp_path / "metrics.json").read_text())["truncated"] == {"tuned": 2}
 
 

@@ -159,12 +159,14 @@ class EvalResult:
         """What makes the numbers less than they seem: answers cut by the generation limit, prompts cut to fit."""
         out = []
         limit = (self.settings.get("generation") or {}).get("max_new_tokens")
+        # A derived limit already fits every reference: answers that outgrow it run past the expected answer.
+        hint = ("the answers are longer than any reference; set eval.generation.max_new_tokens to let them finish"
+                if self.settings.get("max_new_tokens_from") == "derived"
+                else "raise eval.generation.max_new_tokens or leave it unset to derive it from the references")
         for side, count in self.truncated.items():
             if many(count, self.examples):
-                out.append(
-                    f"{count} of {self.examples} {side} answers hit max_new_tokens={limit} without a stop token "
-                    "(cut, scored as given); raise eval.generation.max_new_tokens or leave it unset to derive it"
-                )
+                out.append(f"{count} of {self.examples} {side} answers hit max_new_tokens={limit} without a stop "
+                           f"token (cut, scored as given): {hint}")
         for side, count in self.prompts_truncated.items():
             if count:
                 out.append(f"{count} of {self.examples} {side} prompts were longer than the model's context and "
