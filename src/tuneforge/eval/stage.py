@@ -148,6 +148,8 @@ def score(
 
     Uses ``cfg.metrics`` (or ``metrics``), ``labels``, ``normalize``, ``generation`` and
     ``max_examples`` (so validation during training can be capped); no baseline, no files.
+    An unset ``generation.max_new_tokens`` is derived from these examples' references.
+    ``max_seq_length`` is kept for callers; loss covers each example up to the model's context.
     Keys are metric names without the ``eval_`` prefix; ``rouge`` adds ``rouge1``,
     ``rouge2``, ``rougeL`` and ``rouge`` (= ``rougeL``) so ``early_stopping.metric: eval_rouge`` works.
 
