@@ -174,3 +174,30 @@ def test_config_level_errors(write_jsonl, alpaca_rows, tiny_tokenizer):
     pref = write_jsonl("p.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
     with pytest.raises(DataError, match="preference data is for DPO"):
         run(tiny_tokenizer, train=[str(pref)], on_bad_rows="skip")
+
+
+def test_long_test_rows_are_evaluated_not_dropped(write_jsonl, alpaca_rows, tiny_tokenizer):
+    long_rows = [{"instruction": f"long question {i} " + "word " * 200, "output": f"x{i}"} for i in range(3)]
+    train = write_jsonl("train.jsonl", alpaca_rows(20) + long_rows[:1])
+    test = write_jsonl("test.jsonl", alpaca_rows(4, start=100) + long_rows[1:])
+    data = run(tiny_tokenizer, train=[str(train)], test=[str(test)], max_seq_length=128)
+    # The test file is the benchmark: every row stays, however long; training still drops its long row.
+    assert len(data.test_examples) == 6
+    assert "too_long" not in data.report.sources[str(test)].drops
+    assert data.report.sources[str(train)].drops["too_long"].count == 1
+    assert data.report.test_longer_than_max_seq_length == 2
+    assert any("2 test rows are longer than training.max_seq_length=128" in note for note in data.report.notes)
+
+
+def test_long_rows_of_a_carved_split(write_jsonl, alpaca_rows, tiny_tokenizer):
+    long_rows = [{"instruction": f"long question {i} " + "word " * 200, "output": f"x{i}"} for i in range(20)]
+    path = write_jsonl("a.jsonl", alpaca_rows(20) + long_rows)
+    data = run(tiny_tokenizer, train=[str(path)], max_seq_length=128, split={"validation": 0.2, "test": 0.25})
+    long_in_test = sum(ex["messages"][-1]["content"].startswith("x") for ex in data.test_examples)
+    assert len(data.test_examples) == 10 and long_in_test > 0  # carved from all 40 rows, long ones included
+    assert data.report.test_longer_than_max_seq_length == long_in_test
+    stats = data.report.sources[str(path)]
+    # Long rows that landed in training or validation are dropped there, and every row is still accounted for.
+    assert stats.drops["too_long"].count == 20 - long_in_test
+    assert all(len(t["input_ids"]) <= 128 for t in data.train + data.validation)
+    assert stats.rows_read == stats.rows_kept + stats.dropped and stats.rows_kept == sum(stats.split.values())

@@ -37,6 +37,17 @@ def test_default_metrics(requested, labels, kind, expected):
     assert resolve_metrics(requested, labels=labels, kind=kind) == expected
 
 
+def test_json_references_default_to_json_metrics():
+    json_refs = ['{"city": "Paris"}', ' {"a": {"b": 1}} ']
+    assert resolve_metrics(None, labels=None, kind="chat", references=json_refs) == [
+        "loss", "perplexity", "exact_match", "json_validity", "json_field_precision", "json_field_recall", "json_field_f1",
+    ]
+    # Every reference must be an object: a list or one plain answer keeps the free-text defaults.
+    for refs in (['{"city": "Paris"}', "Paris"], ["[1, 2]"]):
+        assert "json_validity" not in resolve_metrics(None, labels=None, kind="chat", references=refs)
+    assert "accuracy" in resolve_metrics(None, labels=["a"], kind="chat", references=json_refs)  # labels win
+
+
 @pytest.mark.parametrize(
     "requested, labels, kind, message",
     [
@@ -112,6 +123,8 @@ def test_json_references_must_be_objects():
     with pytest.raises(EvalError, match="example 1 .*not a JSON object"):
         check_references(examples, refs, EvalConfig(), ["json_field_accuracy"])
     check_references(examples[:1], refs[:1], EvalConfig(), ["json_field_accuracy"])
+    with pytest.raises(EvalError, match="json_field_f1 need"):
+        check_references(examples, refs, EvalConfig(), ["json_field_f1"])
 
 
 def test_forgetting_reference_file_errors(tmp_path):

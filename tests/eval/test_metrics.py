@@ -89,6 +89,24 @@ def test_label_metrics_through_scoring():
     assert scored.values() == pytest.approx({"accuracy": 0.5, "macro_f1": (0.5 + 2 / 3) / 2})
 
 
+def test_json_field_precision_recall_f1():
+    ref = {"city": "Paris", "day": "monday", "time": "9:00"}
+    # 'city' right (after normalisation), 'day' wrong, 'extra' not expected, 'time' missed.
+    answer = '{"city": "paris", "day": "tuesday", "extra": 1}'
+    assert m.json_field_counts(answer, ref, None, DEFAULT) == (1, 3, 3)
+    assert m.json_field_counts(answer, ref, ["city", "time"], DEFAULT) == (1, 1, 2)  # only the listed fields
+    assert m.json_field_counts("not json", ref, None, DEFAULT) == (0, 0, 3)  # no prediction: recall only
+    assert m.precision_recall_f1(1, 3, 4) == pytest.approx((1 / 3, 1 / 4, 2 / 7))
+    assert m.precision_recall_f1(0, 0, 0) == (0.0, 0.0, 0.0)
+    # Micro-averaged over examples: counts are summed before dividing.
+    preds, refs = [answer, '{"name": "Ann"}'], [json.dumps(ref), '{"name": "ann"}']
+    names = ["json_field_precision", "json_field_recall", "json_field_f1"]
+    values = score_outputs(names, preds, refs, EvalConfig()).values()
+    assert values["json_field_precision"] == pytest.approx(2 / 4)
+    assert values["json_field_recall"] == pytest.approx(2 / 4)
+    assert values["json_field_f1"] == pytest.approx(2 * 2 / 8)
+
+
 def test_json_validity_and_fields():
     ref = {"name": "Ann Lee", "age": 30, "address": {"city": "Oslo"}}
     fenced = '```json\n{"name": "ann lee", "age": 31, "address": {"city": "Oslo"}}\n```'

@@ -20,12 +20,14 @@ from tuneforge.eval.report import save_outputs
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _result(accuracy_tuned: float = 0.8, *, flagged: bool = False) -> EvalResult:
+def _result(accuracy_tuned: float = 0.8, *, flagged: bool = False, truncated: int = 0) -> EvalResult:
     return EvalResult(
         metrics={
-            "loss": MetricComparison("loss", 1.2, (1.1, 1.3), False, 2.0, (1.9, 2.1), -0.8, (-0.9, -0.7)),
-            "accuracy": MetricComparison("accuracy", accuracy_tuned, (0.7, 0.9), True, 0.5, (0.4, 0.6), 0.3, (0.2, 0.4)),
+            "loss": MetricComparison("loss", 1.2, (1.1, 1.3), False, 2.0, (1.9, 2.1), -0.8, (-0.9, -0.7), n=2),
+            "accuracy": MetricComparison("accuracy", accuracy_tuned, (0.7, 0.9), True, 0.5, (0.4, 0.6), 0.3, (0.2, 0.4),
+                                         n=3),
         },
+        truncated={"base": 0, "tuned": truncated}, prompts_truncated={"base": 0, "tuned": 0},
         examples=3, tuned_name="tickets", baseline_name="base",
         changed=ChangedExamples("accuracy", wrong_to_right=[0, 2], right_to_wrong=[1]),
         unparseable={"base": 1, "tuned": 0},
@@ -70,8 +72,11 @@ def test_report_files_and_plots(eval_dir):
     _assert_png(eval_dir / "metrics.png")
     _assert_png(eval_dir / "loss_curve.png")
     md = (eval_dir / "report.md").read_text()
-    assert "| accuracy | 0.5 | 0.8 | +0.3 | [+0.2, +0.4] | better |" in md
-    assert "| loss | 2 | 1.2 | -0.8 | [-0.9, -0.7] | better |" in md  # lower loss is better
+    assert "| metric | n | base | tuned | Δ | 95% CI | verdict |" in md
+    assert "| accuracy | 3 | 0.5 | 0.8 | +0.3 | [+0.2, +0.4] | better |" in md  # n: examples behind the value
+    assert "| loss | 2 | 2 | 1.2 | -0.8 | [-0.9, -0.7] | better |" in md  # lower loss is better
+    assert "95% CI [+0.2, +0.4], n=3)" in md
+    assert "## Warnings" not in md
     assert "2 wrong → right, 1 right → wrong" in md
     assert "![Training and validation loss](loss_curve.png)" in md
     assert "base: 1, tuned: 0" in md  # unparseable answers
@@ -85,6 +90,25 @@ def test_html_is_self_contained_and_escaped(eval_dir):
     assert 'src="metrics.png"' not in html and "<link" not in html and "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # model output is text, never markup
     assert "<style>" in html and "<table>" in html
+
+
+def test_truncated_answers_warned_in_report_and_console(tmp_path):
+    from rich.console import Console
+
+    result = save_outputs(_result(truncated=3), PREDICTIONS, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    warning = "3 of 3 tuned answers hit max_new_tokens=8 without a stop token"
+    assert "## Warnings" in md and warning in md
+    assert "tuned: 3 of 3; marked `truncated` in predictions.jsonl" in md
+    assert warning in (tmp_path / "report.html").read_text()
+    console = Console(record=True, width=400)
+    console.print(result.summary_table())
+    assert warning in console.export_text()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["truncated"] == {"base": 0, "tuned": 3} and saved["metrics"]["accuracy"]["n"] == 3
+    # Two cut answers of 300 are a handful: counted, not shouted about.
+    assert not EvalResult(metrics={}, examples=300, tuned_name="t", truncated={"tuned": 2}).warnings()
+    assert EvalResult(metrics={}, examples=300, tuned_name="t", truncated={"tuned": 4}).warnings()
 
 
 def test_forgetting_flag_in_report(tmp_path):

@@ -184,3 +184,42 @@ def test_cli_eval_refuses_raw_text_for_a_chat_run(lora_run, tmp_path, capsys):
 def test_cli_eval_model_without_data(tiny_model_dir, capsys):
     assert main(["eval", str(tiny_model_dir)]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_cli_eval_data_renders_prompts_as_in_training(lora_run, tmp_path, capsys):
+    """`tuneforge eval RUN --data other.jsonl` applies the run's field_map, system prompt and cleaning."""
+    import shutil
+
+    import yaml
+
+    from tuneforge.config.load import load_config
+    from tuneforge.eval.generate import render_prompts
+    from tuneforge.eval.target import load_test_file
+
+    run_dir = tmp_path / "mapped"
+    shutil.copytree(lora_run, run_dir, ignore=shutil.ignore_patterns("eval"))
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    system = "You route support tickets to one queue."
+    config["data"] = {"train": [{"path": config["data"]["train"][0]["path"], "field_map": {"ticket": "instruction",
+                                                                                          "queue": "output"}}],
+                      "system_prompt": system}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    other = write_jsonl(tmp_path / "other.jsonl", [{"ticket": "Where  is my   parcel?", "queue": "shipping"},
+                                                   {"ticket": "Refund me", "queue": "refund"}])
+
+    examples = load_test_file(other, load_config(run_dir / "config.yaml").data)
+    tok = load_tokenizer_of(run_dir)
+    decoded = tok.decode(tok(render_prompts(tok, examples)[0], add_special_tokens=False)["input_ids"])
+    assert system in decoded and "Where is my parcel?" in decoded  # system prompt, mapped field, cleaned spaces
+    assert decoded.index(system) < decoded.index("Where is my parcel?")
+
+    assert main(["eval", str(run_dir), "--data", str(other), "--max-examples", "2"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert rows[0]["prompt"] == [{"role": "system", "content": system}, {"role": "user", "content": "Where is my parcel?"}]
+    assert [r["reference"] for r in rows] == ["shipping", "refund"]
+
+
+def load_tokenizer_of(run_dir):
+    from tuneforge.models import load_tokenizer
+
+    return load_tokenizer(run_dir / "adapter")

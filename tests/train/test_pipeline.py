@@ -163,3 +163,21 @@ def test_two_process_ddp_with_gloo(run_config, tmp_path):
 
     loaded = load(run.root)
     assert type(loaded.model).__name__ == "PeftModelForCausalLM"
+
+
+def test_eval_without_test_rows_says_so(run_config, capsys):
+    from rich.console import Console
+
+    from tuneforge.eval import NO_TEST_ROWS
+    from tuneforge.train.pipeline import finetune as run_pipeline
+
+    path = run_config(name="no-test", data={"split": {"validation": 0.1, "test": 0}}, eval={"enabled": True})
+    console = Console(record=True, width=200)
+    result = run_pipeline(load_config(path), console=console)
+    run = RunDir(result.run_dir)
+    assert result.eval is None and not run.eval.exists()
+    assert NO_TEST_ROWS in console.export_text()
+    assert json.loads(run.manifest.read_text())["eval_skipped"] == NO_TEST_ROWS
+    capsys.readouterr()
+    assert main(["eval", str(run.root)]) == 2  # evaluating the run later says the same, not "0 examples"
+    assert "no test rows (set data.test or data.split.test)" in capsys.readouterr().err.replace("\n", " ")

@@ -292,6 +292,7 @@ class TrainingConfig(_Section):
 MetricName = Literal[
     "loss", "perplexity", "exact_match", "accuracy", "macro_f1", "token_f1",
     "rouge", "bleu", "chrf", "json_validity", "json_field_accuracy",
+    "json_field_precision", "json_field_recall", "json_field_f1",
 ]
 
 
@@ -303,7 +304,12 @@ class ForgettingConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    max_new_tokens: Int = Field(64, gt=0, description="Tokens generated per example.")
+    max_new_tokens: Int | None = Field(
+        None, gt=0,
+        description="Tokens generated per example; default (null): derived from the test set, the longest "
+        "reference or label in tokens + the stop token + a margin of 4 (answers cut at the limit are "
+        "reported as truncated).",
+    )
     do_sample: bool = Field(False, description="Greedy (false) or sampled decoding.")
     temperature: Float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: Float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
@@ -315,14 +321,16 @@ class EvalConfig(_Section):
 
     enabled: bool = Field(True, description="Evaluate at the end of `tuneforge train`.")
     metrics: list[MetricName] | None = Field(
-        None, description="Metrics to compute; default by data: accuracy+macro_f1 with labels, else exact_match+token_f1+rouge."
+        None,
+        description="Metrics to compute; default by data: accuracy+macro_f1 with labels, json_validity + "
+        "json_field precision/recall/F1 when every reference is a JSON object, else exact_match+token_f1+rouge.",
     )
     labels: list[str] | None = Field(None, description="Closed label set for classification tasks.")
     normalize: list[Literal["lower", "strip", "punctuation", "articles", "whitespace"]] = Field(
         default_factory=lambda: ["lower", "strip", "punctuation", "whitespace"],
         description="Normalisation before exact match and label parsing.",
     )
-    json_fields: list[str] | None = Field(None, description="Fields compared for json_field_accuracy.")
+    json_fields: list[str] | None = Field(None, description="Fields compared by the json_field_* metrics (default: the reference's keys).")
     baseline: str | None = Field(
         "base", description="'base' (the starting model), a run directory or model, or null for none."
     )

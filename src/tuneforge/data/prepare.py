@@ -9,6 +9,11 @@ Order matters and is deliberate:
 3. Splitting uses distinct rows; mixing weights repeat or subsample only the
    training part, so a repeated row never lands in two splits.
 4. ``max_examples`` caps the mixed, shuffled training rows.
+5. Rows longer than ``max_seq_length`` are dropped from training and validation
+   only. A test row is the benchmark, and generation has no training length
+   limit, so test rows are kept whatever their length (a long row of the
+   training sources takes part in the split and is dropped only if it lands in
+   training or validation); ``data_report.json`` counts them.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class _Row:
     example: dict
     key: str
     encoded: Encoded | None
+    too_long: tuple[str, str] | None = None
+    """``(where, why)`` for a row longer than max_seq_length, kept only in case it is a test row."""
 
 
 def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) -> PreparedData:
@@ -109,7 +116,15 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) 
         role: [row for _, rows in loaded[role] for row in rows] if getattr(cfg, role) else [pool[i] for i in getattr(parts, role)]
         for role in ("validation", "test")
     }
-    train_part = [pool[i] for i in parts.train]
+    train_part = _drop_too_long([pool[i] for i in parts.train], report)
+    held_out["validation"] = _drop_too_long(held_out["validation"], report)
+    long_tests = sum(row.too_long is not None for row in held_out["test"])
+    report.test_longer_than_max_seq_length = long_tests
+    if long_tests:
+        report.notes.append(
+            f"{long_tests} test rows are longer than training.max_seq_length={max_seq_length}; "
+            "they are kept and evaluated in full (generation has no training length limit)"
+        )
     for role, rows in (("train", train_part), *held_out.items()):
         for row in rows:
             report.source(row.source).split[role] += 1
@@ -167,18 +182,39 @@ def _load_source(
             report.drop(src.path, "duplicate", where, _snippet(example))
             continue
         encoded = encode_example(example, tokenizer, max_seq_length=max_seq_length, too_long=cfg.clean.too_long)
+        too_long = None
         if isinstance(encoded, Dropped):
-            report.drop(src.path, encoded.reason, where, encoded.detail)
-            continue
+            if encoded.reason != "too_long" or not _may_be_test(role, cfg):
+                report.drop(src.path, encoded.reason, where, encoded.detail)
+                continue
+            too_long, encoded = (where, encoded.detail), None
         if key is not None:
             seen.add(key)
         for kind, n in cleaned.redactions.items():
             stats.pii_redactions[kind] = stats.pii_redactions.get(kind, 0) + n
-        stats.truncated += encoded.truncated
+        stats.truncated += bool(encoded and encoded.truncated)
         # Test rows are evaluated by generation, from the canonical example; their tokens are not kept.
-        rows.append(_Row(src.path, example, dedupe_key(example, "exact"), None if role == "test" else encoded))
+        rows.append(_Row(src.path, example, dedupe_key(example, "exact"), None if role == "test" else encoded, too_long))
     stats.rows_kept = len(rows)
     return rows
+
+
+def _may_be_test(role: str, cfg: DataConfig) -> bool:
+    """Rows of an explicit test source, or of training sources a test split is carved from."""
+    return role == "test" or (role == "train" and not cfg.test and cfg.split.test > 0)
+
+
+def _drop_too_long(rows: list[_Row], report: DataReport) -> list[_Row]:
+    """Training and validation keep only rows that fit max_seq_length; the others are counted as dropped now."""
+    kept = []
+    for row in rows:
+        if row.too_long is None:
+            kept.append(row)
+            continue
+        where, why = row.too_long
+        report.drop(row.source, "too_long", where, why)
+        report.source(row.source).rows_kept -= 1
+    return kept
 
 
 def _snippet(example: dict) -> str:

@@ -67,6 +67,8 @@ class DataReport:
     max_examples: dict[str, int] | None = None
     tokens: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    test_longer_than_max_seq_length: int = 0
+    """Test rows longer than training.max_seq_length: kept, since evaluation does not need the training limit."""
     redact_snippets: tuple[str, ...] = ()
 
     def source(self, path: str) -> SourceStats:

@@ -44,11 +44,11 @@ from tuneforge.eval.report import render_report
 from tuneforge.eval.result import EvalResult, MetricComparison
 from tuneforge.eval.scoring import METRIC_NAMES, MetricValues, score_outputs
 from tuneforge.eval.sidebyside import RunsComparison, compare_runs
-from tuneforge.eval.stage import run, score
+from tuneforge.eval.stage import NO_TEST_ROWS, run, score
 from tuneforge.eval.target import evaluate
 
 __all__ = [
-    "METRIC_NAMES", "ChangedExamples", "EvalResult", "ForgettingResult", "Generations", "MetricComparison",
+    "METRIC_NAMES", "NO_TEST_ROWS", "ChangedExamples", "EvalResult", "ForgettingResult", "Generations", "MetricComparison",
     "MetricValues", "PairedInterval", "RunsComparison", "bootstrap_indices", "changed_examples", "compare_runs",
     "evaluate", "generate_answers", "paired_bootstrap", "render_report", "run", "score", "score_outputs",
 ]

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from tuneforge.config.schema import EvalConfig
 from tuneforge.errors import EvalError
 from tuneforge.eval.metrics import normalize_text
-from tuneforge.eval.scoring import LABEL_METRICS, LOSS_METRICS, METRIC_NAMES, label_index
+from tuneforge.eval.scoring import JSON_FIELD_METRICS, LABEL_METRICS, LOSS_METRICS, METRIC_NAMES, label_index
+
+# Metrics that compare answers field by field, so every reference must be a JSON object.
+_NEEDS_JSON_REFERENCE = ("json_field_accuracy", *JSON_FIELD_METRICS)
 
 # Training formats whose canonical examples are conversations; "text" is raw text.
 CHAT_FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion")
@@ -55,11 +58,24 @@ def check_metric_names(requested: Sequence[str]) -> list[str]:
     return names
 
 
-def resolve_metrics(requested: Sequence[str] | None, *, labels: Sequence[str] | None, kind: str) -> list[str]:
+def is_json_object(text: str) -> bool:
+    """Whether ``text`` parses as a JSON object (what the json_field_* metrics compare)."""
+    try:
+        return isinstance(json.loads(text), dict)
+    except (json.JSONDecodeError, RecursionError):
+        return False
+
+
+def resolve_metrics(
+    requested: Sequence[str] | None, *, labels: Sequence[str] | None, kind: str,
+    references: Sequence[str] | None = None,
+) -> list[str]:
     """The metric names to compute: the requested ones checked, or the defaults for the data.
 
     Defaults: with labels, loss, perplexity, accuracy, macro_f1 and exact_match;
-    raw text, loss and perplexity; otherwise loss, perplexity, exact_match, token_f1 and rouge.
+    raw text, loss and perplexity; when every reference is a JSON object, loss,
+    perplexity, exact_match, json_validity and field precision/recall/F1;
+    otherwise loss, perplexity, exact_match, token_f1 and rouge.
 
     Raises:
         EvalError: an unknown metric name (with the closest valid one), a generation
@@ -70,6 +86,8 @@ def resolve_metrics(requested: Sequence[str] | None, *, labels: Sequence[str] | 
             return list(LOSS_METRICS)
         if labels:
             return [*LOSS_METRICS, *LABEL_METRICS, "exact_match"]
+        if references and all(is_json_object(ref) for ref in references):
+            return [*LOSS_METRICS, "exact_match", "json_validity", *JSON_FIELD_METRICS]
         return [*LOSS_METRICS, "exact_match", "token_f1", "rouge"]
     names = check_metric_names(requested)
     if kind == "text" and (generated := [n for n in names if n not in LOSS_METRICS]):
@@ -145,14 +163,11 @@ def check_references(
                 f"{source}: {sum(outside.values())} reference answers are not in eval.labels {cfg.labels}: "
                 f"{shown}{more}"
             )
-    if "json_field_accuracy" in metrics:
+    needs_json = [n for n in metrics if n in _NEEDS_JSON_REFERENCE]
+    if needs_json:
         for i, (ex, ref) in enumerate(zip(examples, references)):
-            try:
-                ok = isinstance(json.loads(ref), dict)
-            except json.JSONDecodeError:
-                ok = False
-            if not ok:
+            if not is_json_object(ref):
                 raise EvalError(
                     f"{source}: {where(ex, i)} has a reference that is not a JSON object, which "
-                    f"json_field_accuracy needs: {ref[:80]!r}"
+                    f"{', '.join(needs_json)} need: {ref[:80]!r}"
                 )

@@ -38,6 +38,29 @@ def example_nll(
     return features_nll(model, features, pad_token_id=tokenizer.pad_token_id)
 
 
+def answer_nll(model: Any, tokenizer: Any, examples: Sequence[dict], *, limit: int | None) -> tuple[np.ndarray, int]:
+    """Summed NLL of each test example's answer tokens, never dropping a row for the training length.
+
+    Evaluation scores the user's test set as given: an example is scored in full up to
+    ``limit`` (the model's context); a longer one keeps its *last* ``limit`` tokens, so the
+    answer is scored on what fits and only the start of the prompt is lost (as in generation).
+
+    Returns:
+        ``(n, 2)`` rows of ``[summed NLL, answer tokens]`` and the number of examples cut to ``limit``.
+    """
+    from tuneforge.data import IGNORE_INDEX, tokenize_example
+
+    features, cut = [], 0
+    for ex in examples:
+        f = tokenize_example(ex, tokenizer, max_seq_length=2**62)  # no length limit here: the cut is below
+        if f is not None and limit is not None and len(f["input_ids"]) > limit:
+            cut += 1
+            f = {key: ids[-limit:] for key, ids in f.items()}
+            f = f if any(label != IGNORE_INDEX for label in f["labels"]) else None
+        features.append(f)
+    return features_nll(model, features, pad_token_id=tokenizer.pad_token_id), cut
+
+
 @torch.inference_mode()
 def features_nll(model: Any, features: Sequence[dict | None], *, pad_token_id: int) -> np.ndarray:
     """Summed NLL and labelled-token count per feature dict (``None`` gives ``[0, 0]``).

@@ -168,6 +168,12 @@ def _field(obj: Any, dotted: str) -> Any:
     return obj
 
 
+def _same_value(a: Any, b: Any, steps: Sequence[str]) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return normalize_text(a, steps) == normalize_text(b, steps)
+    return a == b
+
+
 def json_field_accuracy(prediction: str, reference: dict, fields: Sequence[str] | None, steps: Sequence[str]) -> float:
     """Fraction of fields whose predicted value equals the reference value.
 
@@ -186,13 +192,39 @@ def json_field_accuracy(prediction: str, reference: dict, fields: Sequence[str] 
     ok, predicted = parse_json(prediction)
     if not ok or not isinstance(predicted, dict) or not keys:
         return 0.0
+    return sum(_same_value(_field(predicted, k), _field(reference, k), steps) for k in keys) / len(keys)
 
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(a, str) and isinstance(b, str):
-            return normalize_text(a, steps) == normalize_text(b, steps)
-        return a == b
 
-    return sum(same(_field(predicted, k), _field(reference, k)) for k in keys) / len(keys)
+def json_field_counts(
+    prediction: str, reference: dict, fields: Sequence[str] | None, steps: Sequence[str]
+) -> tuple[int, int, int]:
+    """Field-level ``(correct, predicted, reference)`` counts, for slot-extraction precision/recall/F1.
+
+    A field is predicted when the answer (a JSON object) has it, expected when the
+    reference has it, and correct when both have it with equal values (strings
+    after normalisation). Without ``fields`` the fields are the top-level keys of
+    each side; with ``fields`` (dotted paths allowed) only those are counted. An
+    answer that is not a JSON object predicts no field, so it costs recall only.
+
+    Example:
+        >>> json_field_counts('{"city": "Paris", "day": "mon"}', {"city": "paris", "time": "9"}, None, ["lower"])
+        (1, 2, 2)
+    """
+    ok, predicted = parse_json(prediction)
+    predicted = predicted if ok and isinstance(predicted, dict) else {}
+    keys = list(fields) if fields else sorted(set(predicted) | set(reference))
+    have = [k for k in keys if _field(predicted, k) is not _MISSING]
+    want = [k for k in keys if _field(reference, k) is not _MISSING]
+    correct = sum(_same_value(_field(predicted, k), _field(reference, k), steps) for k in have if k in want)
+    return correct, len(have), len(want)
+
+
+def precision_recall_f1(correct: float, predicted: float, expected: float) -> tuple[float, float, float]:
+    """Micro precision, recall and F1 from summed counts (0 where undefined, as scikit-learn's zero_division=0)."""
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / expected if expected else 0.0
+    f1 = 2 * correct / (predicted + expected) if predicted + expected else 0.0
+    return precision, recall, f1
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")

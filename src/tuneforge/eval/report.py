@@ -135,14 +135,18 @@ def render_markdown(
         f"{result.examples} examples from `{s.get('data', 'the test set')}`, tuned model **{result.tuned_name}** "
         f"against baseline **{result.baseline_name or 'none'}**."
     )
+    warnings = result.warnings()
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- **warning**: {w}" for w in warnings]
     lines += ["", "## Verdict", ""]
     for name, mc in result.metrics.items():
+        over = "" if mc.n is None else f", n={mc.n}"
         if mc.diff is None:
-            lines.append(f"- **{name}**: {fmt(mc.tuned)} (95% CI {fmt_ci(mc.tuned_ci)}; no baseline)")
+            lines.append(f"- **{name}**: {fmt(mc.tuned)} (95% CI {fmt_ci(mc.tuned_ci)}; no baseline{over})")
         else:
             lines.append(
                 f"- **{name}**: {mc.verdict} — {fmt(mc.base)} → {fmt(mc.tuned)} "
-                f"(Δ {fmt(mc.diff, signed=True)}, 95% CI {fmt_ci(mc.diff_ci)})"
+                f"(Δ {fmt(mc.diff, signed=True)}, 95% CI {fmt_ci(mc.diff_ci)}{over})"
             )
     if result.forgetting is not None:
         f = result.forgetting
@@ -153,7 +157,8 @@ def render_markdown(
         )
     elif result.forgetting_skipped:
         lines.append(f"- **forgetting**: not checked ({result.forgetting_skipped})")
-    lines += ["", "## Metrics", "", "| metric | base | tuned | Δ | 95% CI | verdict |", "|---|---|---|---|---|---|"]
+    columns = result.columns()
+    lines += ["", "## Metrics", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in result.table_rows()]
     for name in images:
         title = "Training and validation loss" if name.startswith("loss") else "Base vs tuned"
@@ -163,6 +168,14 @@ def render_markdown(
         counts = ", ".join(f"{side}: {n}" for side, n in result.unparseable.items())
         lines += ["", "## Unparseable answers", "",
                   f"Answers that matched no label ({labels}) and were counted wrong — {counts} of {result.examples}."]
+    if result.truncated or result.prompts_truncated:
+        lines += ["", "## Truncation", "",
+                  f"Answers that reached max_new_tokens={gen_limit(result)} without a stop token (cut, scored as "
+                  "they are): " + (", ".join(f"{side}: {n}" for side, n in result.truncated.items()) or "none")
+                  + f" of {result.examples}; marked `truncated` in predictions.jsonl.",
+                  "", "Prompts longer than the model's context minus max_new_tokens, cut from the left: "
+                  + (", ".join(f"{side}: {n}" for side, n in result.prompts_truncated.items()) or "none")
+                  + f" of {result.examples}."]
     if result.forgetting is not None:
         f = result.forgetting
         lines += ["", "## Forgetting check", "",
@@ -197,12 +210,20 @@ def _changed_section(result: EvalResult, predictions: Sequence[dict]) -> list[st
     return lines
 
 
+def gen_limit(result: EvalResult) -> object:
+    return (result.settings.get("generation") or {}).get("max_new_tokens")
+
+
 def _method_section(result: EvalResult) -> list[str]:
     s = result.settings
     gen = s.get("generation") or {}
     decoding = "sampled" if gen.get("do_sample") else "greedy"
+    origin = {"derived": " (derived: longest reference or label in tokens + stop token + margin)",
+              "config": " (set in eval.generation)"}.get(s.get("max_new_tokens_from"), "")
     lines = ["", "## Method", "",
-             f"- Decoding: {decoding}, max_new_tokens={gen.get('max_new_tokens')}, batch size {gen.get('batch_size')}"
+             f"- Every example of the test set is evaluated ({result.examples}); `n` is the number of examples "
+             "behind each metric. Test rows are not filtered by training.max_seq_length.",
+             f"- Decoding: {decoding}, max_new_tokens={gen.get('max_new_tokens')}{origin}, batch size {gen.get('batch_size')}"
              + (f", temperature={gen.get('temperature')}, top_p={gen.get('top_p')}" if gen.get("do_sample") else "")
              + f", seed {s.get('seed')}.",
              f"- Normalisation before exact match and label parsing: {', '.join(s.get('normalize') or []) or 'none'}.",
@@ -210,9 +231,10 @@ def _method_section(result: EvalResult) -> list[str]:
              f"(seed {s.get('seed')}), the same resample for both models; every metric is recomputed on each "
              "resample (BLEU/chrF from summed n-gram statistics, loss token-weighted). 95% = 2.5th–97.5th "
              "percentile. 'better'/'worse' means the interval of Δ excludes 0.",
-             "- Loss/perplexity: teacher-forced NLL of the answer tokens (incl. end-of-turn), token-weighted"
-             + (f"; {s['loss_examples_skipped']} examples longer than max_seq_length={s.get('max_seq_length')} "
-                "were not scored for loss." if s.get("loss_examples_skipped") else ".")]
+             "- Loss/perplexity: teacher-forced NLL of the answer tokens (incl. end-of-turn), token-weighted; an "
+             "example longer than the model's context is scored on its last tokens (the answer)"
+             + (f"; {s['loss_examples_skipped']} examples had no answer token within the context and were not "
+                "scored for loss." if s.get("loss_examples_skipped") else ".")]
     for side, t in result.timing.items():
         lines.append(f"- Generation time ({side}): {t['seconds']:.1f} s, {t['examples_per_second']:.2f} examples/s.")
     return lines

@@ -24,6 +24,9 @@ from tuneforge.eval import metrics as m
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 LOSS_METRICS = ("loss", "perplexity")
 LABEL_METRICS = ("accuracy", "macro_f1")
+JSON_FIELD_METRICS = ("json_field_precision", "json_field_recall", "json_field_f1")
+"""Field-level micro precision/recall/F1 over JSON answers (slot extraction)."""
+JSON_METRICS = ("json_validity", "json_field_accuracy", *JSON_FIELD_METRICS)
 LOWER_IS_BETTER = frozenset(LOSS_METRICS)
 
 
@@ -128,6 +131,8 @@ def score_outputs(
             out[name] = _mean(name, [
                 m.json_field_accuracy(p, json.loads(r), cfg.json_fields, steps) for p, r in zip(predictions, references)
             ])
+        elif name in JSON_FIELD_METRICS:
+            out[name] = _json_field_metric(name, predictions, references, cfg)
         elif name == "rouge":
             out.update({t: _mean(t, s) for t, s in m.rouge_f(predictions, references).items()})
         elif name in ("bleu", "chrf"):
@@ -148,6 +153,17 @@ def _corpus(name: str, predictions: Sequence[str], references: Sequence[str]) ->
         name, stats, lambda rows: m.corpus_score_from_statistics(name, rows, metric),
         m.sentence_scores(name, predictions, references),
     )
+
+
+def _json_field_metric(name: str, predictions: Sequence[str], references: Sequence[str], cfg: EvalConfig) -> MetricValues:
+    # Counts per example, summed before dividing (micro average): an example with many fields
+    # weighs as much as its fields, and the bootstrap re-sums resampled rows.
+    column = JSON_FIELD_METRICS.index(name)
+    counts = np.array([
+        m.json_field_counts(p, json.loads(r), cfg.json_fields, cfg.normalize) for p, r in zip(predictions, references)
+    ], dtype=float).reshape(-1, 3)
+    per_example = np.array([m.precision_recall_f1(*row)[column] for row in counts])
+    return MetricValues(name, counts, lambda rows: m.precision_recall_f1(*rows.sum(axis=0))[column], per_example)
 
 
 def _label_metric(name: str, parsed: list[str | None], references: Sequence[str], cfg: EvalConfig) -> MetricValues:

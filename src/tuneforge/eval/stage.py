@@ -15,18 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.config.schema import EvalConfig
+from tuneforge.config.schema import EvalConfig, GenerationConfig
 from tuneforge.errors import EvalError
 from tuneforge.eval.checks import check_examples, check_references, resolve_metrics
 from tuneforge.eval.compare import bootstrap_indices, changed_examples, paired_bootstrap, single_bootstrap
 from tuneforge.eval.forgetting import compare_perplexity, document_nll, load_reference_texts, reference_source
 from tuneforge.eval.generate import Generations, generate_answers
-from tuneforge.eval.loss import example_nll
+from tuneforge.eval.length import context_length, resolve_generation
+from tuneforge.eval.loss import answer_nll
 from tuneforge.eval.report import save_outputs
 from tuneforge.eval.result import EvalResult, MetricComparison
 from tuneforge.eval.scoring import LOSS_METRICS, Scored, score_outputs
 
 log = logging.getLogger("tuneforge.eval")
+
+NO_TEST_ROWS = "eval skipped: no test rows (set data.test or data.split.test)"
+"""What a run with eval enabled but an empty test split says (console and manifest ``eval_skipped``)."""
 
 
 @dataclass(frozen=True)
@@ -84,30 +88,54 @@ def _baseline(cfg: EvalConfig, tuned: Any, given: Any | None) -> _Model | None:
     return _Model(_name(other), other.model, other.tokenizer)
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """One model's scores and what produced them."""
+
+    scored: Scored
+    generations: Generations | None
+    loss_cut: int = 0
+
+
 def _score_model(
     side: _Model, examples: Sequence[dict], references: list[str] | None, names: list[str], cfg: EvalConfig,
-    *, seed: int, max_seq_length: int,
-) -> tuple[Scored, Generations | None]:
-    generations, nll = None, None
+    gen: GenerationConfig, *, seed: int,
+) -> _Outputs:
+    generations, nll, cut = None, None, 0
     with side.active():
         if any(n not in LOSS_METRICS for n in names):
-            generations = generate_answers(side.model, side.tokenizer, examples, cfg.generation, seed=seed)
+            generations = generate_answers(side.model, side.tokenizer, examples, gen, seed=seed)
         if any(n in LOSS_METRICS for n in names):
-            nll = example_nll(side.model, side.tokenizer, examples, max_seq_length=max_seq_length)
+            # The model's context, not training's max_seq_length: every test row is scored.
+            nll, cut = answer_nll(side.model, side.tokenizer, examples, limit=context_length(side.model))
     texts = generations.texts if generations else None
-    return score_outputs(names, texts, references, cfg, nll=nll), generations
+    return _Outputs(score_outputs(names, texts, references, cfg, nll=nll), generations, cut)
+
+
+def _generation(cfg: EvalConfig, sides: Sequence[_Model | None], references: list[str] | None,
+                names: Sequence[str]) -> GenerationConfig:
+    """One decoding budget for every model, so they are compared on equal terms.
+
+    A derived budget is the largest over the models' tokenizers (a baseline may tokenize differently).
+    """
+    if cfg.generation.max_new_tokens is not None or all(n in LOSS_METRICS for n in names):
+        return cfg.generation
+    resolved = [resolve_generation(cfg.generation, s.tokenizer, references, cfg.labels) for s in sides if s is not None]
+    return max(resolved, key=lambda g: g.max_new_tokens)
 
 
 def _prepare(examples: Sequence[dict], cfg: EvalConfig, metrics: Sequence[str] | None, data_format: str | None,
              source: str) -> tuple[list[dict], str, list[str], list[str] | None]:
     examples = list(examples[: cfg.max_examples] if cfg.max_examples else examples)
     kind = check_examples(examples, data_format=data_format, source=source)
-    names = resolve_metrics(metrics if metrics is not None else cfg.metrics, labels=cfg.labels, kind=kind)
     references = None
     if kind == "chat":
         from tuneforge.data import reference
 
         references = [reference(ex) for ex in examples]
+    names = resolve_metrics(metrics if metrics is not None else cfg.metrics, labels=cfg.labels, kind=kind,
+                            references=references)
+    if references is not None:
         check_references(examples, references, cfg, names, source)
     return examples, kind, names, references
 
@@ -120,6 +148,8 @@ def score(
 
     Uses ``cfg.metrics`` (or ``metrics``), ``labels``, ``normalize``, ``generation`` and
     ``max_examples`` (so validation during training can be capped); no baseline, no files.
+    An unset ``generation.max_new_tokens`` is derived from these examples' references.
+    ``max_seq_length`` is kept for callers; loss covers each example up to the model's context.
     Keys are metric names without the ``eval_`` prefix; ``rouge`` adds ``rouge1``,
     ``rouge2``, ``rougeL`` and ``rouge`` (= ``rougeL``) so ``early_stopping.metric: eval_rouge`` works.
 
@@ -131,9 +161,9 @@ def score(
         {'exact_match': 0.42}
     """
     examples, _, names, references = _prepare(examples, cfg, metrics, None, "the validation set")
-    scored, _ = _score_model(_Model("tuned", model, tokenizer), examples, references, names, cfg,
-                             seed=seed, max_seq_length=max_seq_length)
-    values = scored.values()
+    side = _Model("tuned", model, tokenizer)
+    gen = _generation(cfg, [side], references, names)
+    values = _score_model(side, examples, references, names, cfg, gen, seed=seed).scored.values()
     if "rougeL" in values:
         values["rouge"] = values["rougeL"]
     return values
@@ -160,7 +190,9 @@ def run(
         data_format: The training data format, so a test set of another kind is refused.
         metrics_log: The training ``metrics.jsonl`` for the loss-curve plot.
         seed: Seeds sampling and the bootstrap.
-        max_seq_length: Longest sequence for the loss (longer examples are not scored for loss).
+        max_seq_length: Training's longest sequence, recorded in the report and used by the forgetting
+            check. Test examples are never dropped for it: generation and loss use the model's context
+            (a longer prompt is cut from the left and counted).
         data_source: A name for the examples' origin, shown in the report.
 
     Returns:
@@ -175,10 +207,11 @@ def run(
     tuned_side = _Model(_name(tuned), tuned.model, tuned.tokenizer)
     base_side = _baseline(cfg, tuned, baseline)
 
-    tuned_scored, tuned_gen = _score_model(tuned_side, examples, references, names, cfg, seed=seed, max_seq_length=max_seq_length)
-    base_scored, base_gen = (None, None)
+    gen = _generation(cfg, [tuned_side, base_side], references, names)
+    outputs = {"tuned": _score_model(tuned_side, examples, references, names, cfg, gen, seed=seed)}
     if base_side is not None:
-        base_scored, base_gen = _score_model(base_side, examples, references, names, cfg, seed=seed, max_seq_length=max_seq_length)
+        outputs["base"] = _score_model(base_side, examples, references, names, cfg, gen, seed=seed)
+    tuned_scored, base_scored = outputs["tuned"].scored, outputs["base"].scored if "base" in outputs else None
 
     forgetting, skipped = None, None
     if cfg.forgetting.enabled:
@@ -192,35 +225,48 @@ def run(
     loss_skipped = (
         int((tuned_scored.metrics["loss"].stats[:, 1] == 0).sum()) if "loss" in tuned_scored.metrics else None
     )
+    generated = {side: o.generations for side, o in outputs.items() if o.generations is not None}
 
     result = EvalResult(
         metrics=comparisons, examples=len(examples), tuned_name=tuned_side.label,
         baseline_name=base_side.label if base_side else None, changed=changed,
-        unparseable={k: s.unparseable for k, s in (("base", base_scored), ("tuned", tuned_scored))
-                     if s is not None and s.labels is not None},
+        unparseable={k: o.scored.unparseable for k, o in sorted(outputs.items()) if o.scored.labels is not None},
         forgetting=forgetting, forgetting_skipped=skipped,
+        truncated={k: sum(g.truncated) for k, g in sorted(generated.items())},
+        prompts_truncated={k: sum(g.prompt_truncated) for k, g in sorted(generated.items())},
+        loss_truncated=outputs["tuned"].loss_cut,
         timing={k: {"seconds": g.seconds, "examples_per_second": g.examples_per_second, "new_tokens": g.new_tokens}
-                for k, g in (("tuned", tuned_gen), ("base", base_gen)) if g is not None},
+                for k, g in generated.items()},
         settings={
             "data": source, "kind": kind, "metrics": names, "labels": cfg.labels, "normalize": list(cfg.normalize),
-            "json_fields": cfg.json_fields, "generation": cfg.generation.model_dump(), "seed": seed,
+            "json_fields": cfg.json_fields, "generation": gen.model_dump(), "seed": seed,
+            "max_new_tokens_from": "config" if cfg.generation.max_new_tokens is not None else "derived",
             "bootstrap_samples": cfg.bootstrap_samples, "max_seq_length": max_seq_length,
             "loss_examples_skipped": loss_skipped,
         },
     )
-    rows = _prediction_rows(examples, kind, references, tuned_scored, tuned_gen, base_scored, base_gen)
+    rows = _prediction_rows(examples, kind, references, outputs)
     return save_outputs(result, rows, Path(out_dir), metrics_log=metrics_log)
 
 
 def _compare(base: Scored | None, tuned: Scored, indices: Any) -> dict[str, MetricComparison]:
     out = {}
     for name, tv in tuned.metrics.items():
+        n = _count(tv)
         if base is None:
-            out[name] = MetricComparison(name, tv.value, single_bootstrap(tv, indices), tv.higher_is_better)
+            out[name] = MetricComparison(name, tv.value, single_bootstrap(tv, indices), tv.higher_is_better, n=n)
         else:
             p = paired_bootstrap(base.metrics[name], tv, indices)
-            out[name] = MetricComparison(name, p.tuned, p.tuned_ci, tv.higher_is_better, p.base, p.base_ci, p.diff, p.diff_ci)
+            out[name] = MetricComparison(name, p.tuned, p.tuned_ci, tv.higher_is_better, p.base, p.base_ci, p.diff,
+                                         p.diff_ci, n=n)
     return out
+
+
+def _count(values: Any) -> int:
+    """Examples behind a metric: for loss, those with an answer token scored; otherwise all of them."""
+    if values.name in LOSS_METRICS:
+        return int((values.stats[:, 1] > 0).sum())
+    return len(values.stats)
 
 
 def _forgetting(cfg: EvalConfig, tuned: Any, tuned_side: _Model, base_side: _Model | None,
@@ -246,7 +292,7 @@ def _clean(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def _prediction_rows(examples, kind, references, tuned_scored, tuned_gen, base_scored, base_gen) -> list[dict]:
+def _prediction_rows(examples, kind, references, outputs: dict[str, _Outputs]) -> list[dict]:
     from tuneforge.data import prompt_messages
 
     rows = []
@@ -256,11 +302,15 @@ def _prediction_rows(examples, kind, references, tuned_scored, tuned_gen, base_s
             row.update(prompt=prompt_messages(ex), reference=references[i])
         else:
             row["text"] = ex["text"]
-        for side, scored, gen in (("base", base_scored, base_gen), ("tuned", tuned_scored, tuned_gen)):
-            if scored is None:
+        for side in ("base", "tuned"):
+            if side not in outputs:
                 continue
+            scored, gen = outputs[side].scored, outputs[side].generations
             if gen is not None:
                 row[f"{side}_output"] = gen.texts[i]
+                row[f"{side}_truncated"] = gen.truncated[i]  # cut at max_new_tokens, not finished
+                if gen.prompt_truncated[i]:
+                    row["prompt_truncated"] = True
             if scored.labels is not None:
                 row[f"{side}_label"] = scored.labels[i]
             row[f"{side}_scores"] = {n: _clean(float(mv.per_example[i])) for n, mv in scored.metrics.items()}

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tuneforge.config.schema import EvalConfig
-from tuneforge.errors import EvalError
+from tuneforge.errors import DataError, EvalError
 from tuneforge.eval.checks import check_metric_names, example_kind
 from tuneforge.eval.result import EvalResult
-from tuneforge.eval.stage import run
+from tuneforge.eval.stage import NO_TEST_ROWS, run
 from tuneforge.rundir import RunDir
 
 KEEP = "config"
@@ -26,13 +27,45 @@ def _training_format(cfg, run_dir: RunDir) -> str | None:
     if len(formats) == 1 and (fmt := formats.pop()) != "auto":
         return fmt
     # Auto-detected: the run's own test split shows what the data turned into.
-    if run_dir.test_split.is_file():
+    if run_dir.test_split.is_file() and run_dir.test_split.read_text(encoding="utf-8").strip():
         from tuneforge.data import load_examples
 
         held_out = load_examples(str(run_dir.test_split))
         if held_out:
             return "text" if example_kind(held_out[0]) == "text" else "chat"
     return None
+
+
+def load_test_file(path: str | Path, data_cfg: Any | None = None) -> list[dict]:
+    """Read a test file the way training read its data, so prompts render exactly as in training.
+
+    With a run's ``data:`` section, the file gets the run's ``field_map`` and format (those of
+    ``data.test`` sources first, then ``data.train``; the first that fits the file is used, then
+    plain auto-detection), its ``system_prompt`` and its text cleaning (unicode, whitespace, PII
+    redaction). No row is dropped: a row cleaning would drop is evaluated as written.
+
+    Raises:
+        DataError: the file cannot be read in any of those ways (the first error is raised).
+    """
+    from tuneforge.config.schema import DatasetSource
+    from tuneforge.data import Kept, clean_example, load_examples
+
+    if data_cfg is None:
+        return load_examples(str(path))
+    ways = [(src.format, src.field_map) for src in (*data_cfg.test, *data_cfg.train) if src.field_map]
+    ways += [(src.format, {}) for src in (*data_cfg.test, *data_cfg.train)] + [("auto", {})]
+    first_error: DataError | None = None
+    for fmt, field_map in dict.fromkeys((f, tuple(m.items())) for f, m in ways):
+        try:
+            examples = load_examples(DatasetSource(path=str(path), format=fmt, field_map=dict(field_map)),
+                                     system_prompt=data_cfg.system_prompt)
+            break
+        except DataError as exc:
+            first_error = first_error or exc
+    else:
+        raise first_error
+    cleaned = (clean_example(ex, data_cfg.clean) for ex in examples)
+    return [c.example if isinstance(c, Kept) else ex for c, ex in zip(cleaned, examples)]
 
 
 def evaluate(
@@ -49,7 +82,8 @@ def evaluate(
 
     Args:
         target: A run directory, an adapter folder, a model folder, a ``.gguf`` or an alias.
-        data: Test file (any format ``tuneforge.data.load_examples`` reads). Default: the run's test split.
+        data: Test file (any format ``tuneforge.data.load_examples`` reads), read with the run's
+            field_map, system prompt and cleaning (:func:`load_test_file`). Default: the run's test split.
         baseline: ``"base"``, ``"none"``/``None``, or a run/model to compare with; default: the config's.
         metrics: Metric names overriding ``eval.metrics``.
         labels: Label set overriding ``eval.labels``.
@@ -67,7 +101,7 @@ def evaluate(
 
     target = Path(target)
     run_dir = RunDir(target) if RunDir(target).is_run() else None
-    cfg, data_format, seed, max_seq_length, metrics_log = EvalConfig(), None, 42, 1024, None
+    cfg, data_format, seed, max_seq_length, metrics_log, run_cfg = EvalConfig(), None, 42, 1024, None, None
     if run_dir is not None:
         from tuneforge.config.load import load_config
 
@@ -96,7 +130,11 @@ def evaluate(
                 "give --data FILE"
             )
         data = run_dir.test_split
-    examples = load_examples(str(data))
+        if not data.read_text(encoding="utf-8").strip():
+            raise EvalError(f"run {target} has an empty test split ({data}): {NO_TEST_ROWS}; or give --data FILE")
+        examples = load_examples(str(data))  # written by training: already mapped, prompted and cleaned
+    else:
+        examples = load_test_file(data, run_cfg.data if run_cfg is not None else None)
     tuned = load(target)
     name = run_dir.root.name if run_dir else target.name or str(target)
     out_dir = Path(output) if output else run_dir.eval if run_dir else Path(f"eval-{name}")

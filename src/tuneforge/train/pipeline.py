@@ -162,6 +162,12 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
         manifest["eval_seconds"] = round(time.perf_counter() - started - train_seconds, 1)
         run.manifest.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         result.manifest = manifest
+    elif cfg.eval.enabled:  # no eval/ folder and no word about it would look like a silent failure
+        from tuneforge.eval import NO_TEST_ROWS
+
+        console.print(f"[bold yellow]{NO_TEST_ROWS}[/]")
+        result.manifest["eval_skipped"] = NO_TEST_ROWS
+        run.manifest.write_text(json.dumps(result.manifest, indent=2), encoding="utf-8")
     return result
 
 
