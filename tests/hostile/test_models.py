@@ -72,6 +72,7 @@ def evil_run(tmp_path, tiny_model_dir):
     ["merge", "{run}", "-o", "{tmp}/merged"],
     ["export", "{run}", "--format", "hf", "-o", "{tmp}/export"],
     ["serve", "{run}", "--no-auth", "--port", "{port}"],
+    ["eval", "{run}", "--data", "{tmp}/test.jsonl", "--baseline", "none"],
 ])
 def test_stored_trust_remote_code_is_ignored(evil_run, tmp_path, capsys, argv):
     import socket
@@ -80,6 +81,7 @@ def test_stored_trust_remote_code_is_ignored(evil_run, tmp_path, capsys, argv):
     with socket.socket() as probe:  # a free port, so serve gets as far as loading the model
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "hi", "completion": "there"}) + "\n")
     code = main([a.format(run=run, tmp=tmp_path, port=port) for a in argv])
     err = capsys.readouterr().err
     assert code == 2 and not marker.exists()

@@ -7,7 +7,7 @@ import pytest
 from tuneforge.cli.main import main
 
 
-@pytest.mark.parametrize("command", ["generate", "chat", "merge", "export", "serve"])
+@pytest.mark.parametrize("command", ["generate", "chat", "merge", "export", "serve", "eval"])
 def test_commands_offer_the_flag(command, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     assert main([command, "--help"]) == 0

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from tuneforge.cli.options import trust_remote_code_option, warn_trust_remote_code
+
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
     return [item.strip() for item in value.split(",") if item.strip()] if value is not None else None
@@ -22,6 +24,7 @@ def evaluate(
     labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated label set for classification."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Evaluate at most N examples."),
     output: Optional[Path] = typer.Option(None, "--output", help="Report folder; default RUN/eval or ./eval-<name>."),
+    trust_remote_code: bool = trust_remote_code_option(),
 ) -> int:
     """Evaluate a run or model: task metrics, base vs tuned with 95% CIs, forgetting check, report."""
     from rich.console import Console
@@ -29,9 +32,11 @@ def evaluate(
     from tuneforge.eval import evaluate as run_evaluation
     from tuneforge.eval.target import KEEP
 
+    warn_trust_remote_code(trust_remote_code, target)
     result = run_evaluation(
         target, data=data, baseline=KEEP if baseline is None else baseline, metrics=_split(metrics),
         labels=_split(labels), max_examples=max_examples, output=output,
+        trust_remote_code=trust_remote_code,
     )
     console = Console()
     console.print(result.summary_table())

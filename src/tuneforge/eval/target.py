@@ -77,6 +77,7 @@ def evaluate(
     labels: Sequence[str] | None = None,
     max_examples: int | None = None,
     output: str | Path | None = None,
+    trust_remote_code: bool = False,
 ) -> EvalResult:
     """Evaluate a run or a model on a test set and write the report.
 
@@ -89,6 +90,8 @@ def evaluate(
         labels: Label set overriding ``eval.labels``.
         max_examples: Evaluate at most this many examples.
         output: Report folder; default ``RUN/eval`` for a run, else ``./eval-<name>``.
+        trust_remote_code: Let the tuned model and a model baseline run the Python code they ship
+            (``auto_map``); never taken from a stored run's config.
 
     Raises:
         EvalError: no test data, or inputs that do not fit (see :func:`tuneforge.eval.run`).
@@ -135,10 +138,13 @@ def evaluate(
         examples = load_examples(str(data))  # written by training: already mapped, prompted and cleaned
     else:
         examples = load_test_file(data, run_cfg.data if run_cfg is not None else None)
-    tuned = load(target)
+    tuned = load(target, trust_remote_code=trust_remote_code)
+    other = None
+    if cfg.baseline not in (None, "base"):  # loaded here so the flag reaches it too
+        other = load(cfg.baseline, trust_remote_code=trust_remote_code)
     name = run_dir.root.name if run_dir else target.name or str(target)
     out_dir = Path(output) if output else run_dir.eval if run_dir else Path(f"eval-{name}")
     return run(
-        cfg, tuned=tuned, examples=examples, out_dir=out_dir, data_format=data_format,
+        cfg, tuned=tuned, examples=examples, out_dir=out_dir, baseline=other, data_format=data_format,
         metrics_log=metrics_log, seed=seed, max_seq_length=max_seq_length, data_source=str(data),
     )
