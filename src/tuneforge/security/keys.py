@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tuneforge.errors import SecurityError
+from tuneforge.security import audit
 
 log = logging.getLogger("tuneforge.security.keys")
 
@@ -121,6 +122,7 @@ def create_key(path: str | Path, name: str) -> str:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_keys(path, [*records, KeyRecord(name, hash_key(key), created)])
+    audit.record(Path(path).parent, "key.create", {"name": name, "keys_file": str(Path(path).resolve())})
     return key
 
 
@@ -141,6 +143,7 @@ def revoke_key(path: str | Path, name: str) -> None:
         known = ", ".join(r.name for r in records) or "none"
         raise SecurityError(f"no key named {name!r} in {path} (keys: {known})")
     write_keys(path, kept)
+    audit.record(Path(path).parent, "key.revoke", {"name": name, "keys_file": str(Path(path).resolve())})
 
 
 class KeyStore:
