@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from tuneforge.export.card import write_model_card
 from tuneforge.export.merging import PROVENANCE_FILE, Source, merge_source
 
 ADAPTER_DIR = "adapter"
@@ -98,6 +99,6 @@ def export_hf(source: Source, output: Path) -> list[Path]:
         base = json.loads((output / PROVENANCE_FILE).read_text())["base_model"]
         written.append(output / ADAPTER_DIR)
     name = source.path.resolve().name
-    (output / "README.md").write_text(readme(output, name, base=base, adapter_config=adapter_config))
+    write_model_card(source.path, output, usage=readme(output, name, base=base, adapter_config=adapter_config))
     written.append(output / "README.md")
     return written

@@ -188,7 +188,11 @@ def merge(run_or_adapter: str | Path, output: str | Path | None = None) -> Path:
         >>> merge("runs/support-bot")
         PosixPath('runs/support-bot/merged')
     """
+    from tuneforge.export.card import write_model_card
+
     source = find_source(run_or_adapter)
     if source.kind == "model":
         raise ExportError(f"{source.path} is a plain model folder; there is no adapter to merge")
-    return merge_source(source, Path(output) if output is not None else default_output(source))
+    merged = merge_source(source, Path(output) if output is not None else default_output(source))
+    write_model_card(source.path, merged)  # README.md: lineage, data, eval, hashes of the files
+    return merged

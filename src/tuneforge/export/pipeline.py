@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import ExportError
+from tuneforge.export.card import write_model_card
 from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
 from tuneforge.export.hf import export_hf
 from tuneforge.export.merging import Source, find_source, is_current, merge_source
@@ -67,6 +68,7 @@ def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: 
         )
     )
     report = check_roundtrip(merged, gguf_path, DEFAULT_PROMPTS, max_new_tokens=16) if check else None
+    write_model_card(source.path, output)  # README.md: lineage, data, eval, hashes of the files
     return ExportResult("gguf", output, [gguf_path, modelfile], report)
 
 
