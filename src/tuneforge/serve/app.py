@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from tuneforge.models import LoadedModel
 from tuneforge.security import KeyStore
+from tuneforge.security.refusals import RefusalAudit
 from tuneforge.serve.auth import AuthGate, Authenticator, check_auth_setup
 from tuneforge.serve.batcher import BatchingConfig
 from tuneforge.serve.engine import Engine, load_engine, served_name
@@ -71,10 +72,14 @@ def create_app(
     metrics = ServeMetrics()
     engine.batcher.listeners.append(metrics.batch_size.observe)
 
+    refusals = RefusalAudit.for_keys_file(keys.path if keys is not None else None)  # 401/403/429, aggregated
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.close()
+        if refusals is not None:
+            refusals.close()
 
     # No /docs or /openapi.json: an inference endpoint need not describe itself to the internet.
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -83,7 +88,7 @@ def create_app(
     app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
-    app.add_middleware(AuthGate, authenticator=Authenticator(keys, limiter))
+    app.add_middleware(AuthGate, authenticator=Authenticator(keys, limiter), refusals=refusals)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

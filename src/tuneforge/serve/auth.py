@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tuneforge.errors import SecurityError
 from tuneforge.security import KeyStore
+from tuneforge.security.refusals import RefusalAudit
 from tuneforge.serve.http_errors import APIError, send_error
 from tuneforge.serve.limits import RateLimiter, retry_after_header
 
@@ -95,10 +96,12 @@ class Authenticator:
         if self.limiter is not None:
             wait = self.limiter.acquire(name)
             if wait > 0:
-                raise APIError(
+                error = APIError(
                     429, f"rate limit exceeded for key {name!r}; retry in {wait:.1f}s",
                     code="rate_limit_exceeded", headers=retry_after_header(wait),
                 )
+                error.key_name = name  # type: ignore[attr-defined]  # for the audit's refusal counts
+                raise error
         return name
 
 
@@ -110,8 +113,10 @@ class AuthGate:
     The key *name* (never the key) goes to ``scope["state"]["key_name"]`` for the access log.
     """
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, public: Collection[str] = ("/health", "/metrics")):
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, public: Collection[str] = ("/health", "/metrics"),
+                 refusals: RefusalAudit | None = None):
         self.app = app
+        self.refusals = refusals
         self.authenticator = authenticator
         self.public = set(public)
 
@@ -121,6 +126,8 @@ class AuthGate:
             try:
                 name = self.authenticator.check(Headers(scope=scope).get("authorization"), client)
             except APIError as error:
+                if self.refusals is not None:  # counted, and written to the audit log in aggregate
+                    self.refusals.record(error.status, error.detail.code or "", client, getattr(error, "key_name", None))
                 return await send_error(scope, send, error)
             scope.setdefault("state", {})["key_name"] = name
         await self.app(scope, receive, send)
