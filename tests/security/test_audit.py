@@ -264,3 +264,26 @@ def test_env_var_moves_the_log(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNEFORGE_AUDIT_LOG", str(tmp_path / "elsewhere" / "all.jsonl"))
     create_key(tmp_path / "keys.json", "ci")
     assert not (tmp_path / "audit.jsonl").exists() and verify(tmp_path / "elsewhere" / "all.jsonl").entries == 1
+
+
+def test_an_action_error_is_not_hidden_by_a_failing_audit_log(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl")
+    with pytest.raises(ValueError, match="the real problem"):
+        with audited(log, "train", {"run": "a"}):
+            log.path.unlink()
+            log.path.mkdir()  # the end entry cannot be written now
+            raise ValueError("the real problem")
+    with pytest.raises(AuditError, match="cannot write the audit log"):
+        with audited(AuditLog(tmp_path / "other.jsonl"), "train", {"run": "b"}):
+            (tmp_path / "other.jsonl").unlink()
+            (tmp_path / "other.jsonl").mkdir()  # success that cannot be recorded is an error
+
+
+def test_show_names_what_each_action_was_about(tmp_path):
+    from tuneforge.security.audit import record
+
+    record(tmp_path, "key.create", {"name": "ci"})
+    record(tmp_path, "request.refused", {"total": 7, "counts": []}, status="refused")
+    rows = action_rows(tmp_path / "audit.jsonl")
+    assert [(r.action, r.run, r.status) for r in rows] == [("key.create", "key ci", "success"),
+                                                           ("request.refused", "7 requests", "refused")]

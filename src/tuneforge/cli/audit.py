@@ -54,7 +54,7 @@ def show(
     path = _log(log)
     rows = action_rows(path, run)
     table = Table(title=f"{path}: {len(rows)} actions")
-    for col in ("seq", "when (UTC)", "who", "action", "run", "data (SHA-256)", "base model", "status"):
+    for col in ("seq", "when (UTC)", "who", "action", "run / key", "data (SHA-256)", "base model", "status"):
         table.add_column(col, overflow="fold")
     for r in rows:
         data = "\n".join(f"{Path(p).name} {h[:12]}" for p, h in r.data.items())

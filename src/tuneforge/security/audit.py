@@ -33,6 +33,7 @@ import getpass
 import hashlib
 import hmac as hmac_lib
 import json
+import logging
 import os
 import signal
 import socket
@@ -399,4 +400,11 @@ def audited(log: AuditLog, action: str, details: dict[str, Any], actor: dict[str
                 end[key] = details[key]
         if error is not None:
             end["error"] = error
-        log.append(action, status=status, details=end, actor=actor)
+        try:
+            log.append(action, status=status, details=end, actor=actor)
+        except AuditError:
+            if error is None:
+                raise
+            # The action already failed: report its own error, not the audit log's (the start entry
+            # stays without an end, which `audit show` reports as unfinished).
+            logging.getLogger("tuneforge.security.audit").error("could not record the end of %s in %s", action, log.path)

@@ -49,6 +49,17 @@ def _unfinished(actor: dict[str, Any]) -> str:
     return "unfinished (running or killed)"
 
 
+def _subject(details: dict[str, Any]) -> str:
+    """What an action was about: a run's name, a key's name, or how many requests were refused."""
+    if "run" in details:
+        return str(details["run"])
+    if "name" in details:
+        return f"key {details['name']}"
+    if "total" in details:
+        return f"{details['total']} requests"
+    return ""
+
+
 def action_rows(path: str | Path, run: str | None = None) -> list[ActionRow]:
     """The actions in the log at ``path``, oldest first; ``run`` keeps only that run's.
 
@@ -72,7 +83,7 @@ def action_rows(path: str | Path, run: str | None = None) -> list[ActionRow]:
         base = details.get("base_model") or {}
         rows.append(ActionRow(
             seq=e.get("seq", 0), time=str(e.get("time", "")), who=_who(e.get("actor") or {}),
-            action=str(e.get("action", "?")), run=str(details.get("run", details.get("name", ""))), status=status,
+            action=str(e.get("action", "?")), run=_subject(details), status=status,
             data=dict(details.get("data_sha256") or {}), model=str(base.get("sha256") or ""),
             details={**details, **({"end": end["details"]} if end else {})},
         ))
