@@ -287,3 +287,12 @@ def test_show_names_what_each_action_was_about(tmp_path):
     rows = action_rows(tmp_path / "audit.jsonl")
     assert [(r.action, r.run, r.status) for r in rows] == [("key.create", "key ci", "success"),
                                                            ("request.refused", "7 requests", "refused")]
+
+
+def test_no_key_is_created_when_the_audit_log_cannot_be_written(tmp_path):
+    from tuneforge.security import create_key, read_keys
+
+    (tmp_path / "audit.jsonl").mkdir()  # unwritable as a file
+    with pytest.raises(AuditError):
+        create_key(tmp_path / "keys.json", "ci")
+    assert read_keys(tmp_path / "keys.json") == []

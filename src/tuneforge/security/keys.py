@@ -121,8 +121,9 @@ def create_key(path: str | Path, name: str) -> str:
         raise SecurityError(f"a key named {name!r} already exists in {path}; revoke it first or pick another name")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_keys(path, [*records, KeyRecord(name, hash_key(key), created)])
+    # Audited first: a key must not exist unrecorded (nor be stored but never shown, if the log fails).
     audit.record(Path(path).parent, "key.create", {"name": name, "keys_file": str(Path(path).resolve())})
+    write_keys(path, [*records, KeyRecord(name, hash_key(key), created)])
     return key
 
 
