@@ -85,6 +85,17 @@ def test_merge_and_hf_export_write_a_card_about_their_own_files(evaluated_run):
     meta, text = _front_matter(hf / "README.md")
     assert "## How to use" in text and "vllm serve" in text  # the export's serving commands are kept
     assert "## Evaluation" in text and meta["license"] == "cc0-1.0"
+    # Both are in the audit log, with the SHA-256 of what they wrote, after the training run.
+    from tuneforge.security.audit import AuditLog, verify
+    from tuneforge.security.audit_show import action_rows
+
+    log = evaluated_run.parent / "audit.jsonl"
+    assert [(r.action, r.run, r.status) for r in action_rows(log)] == [
+        ("train", "carded", "success"), ("merge", "carded", "success"), ("export", "carded", "success")]
+    ends = [e for e in AuditLog(log).entries() if e["status"] == "success"]
+    assert ends[1]["details"]["artifacts"][str(merged.resolve())]["model.safetensors"] == source_digest(merged / "model.safetensors")
+    assert ends[2]["details"]["artifacts"][str(hf.resolve())]["README.md"] == source_digest(hf / "README.md")
+    assert verify(log).ok
 
 
 def test_card_of_an_unevaluated_folder_says_what_is_unknown(lora_run, tmp_path):

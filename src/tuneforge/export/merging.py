@@ -20,6 +20,7 @@ from typing import Any
 
 from tuneforge.errors import ExportError
 from tuneforge.rundir import RunDir
+from tuneforge.security.lineage import audited_output
 
 PROVENANCE_FILE = "tuneforge_merge.json"
 
@@ -167,6 +168,7 @@ def merge_source(source: Source, output: Path) -> Path:
     return save_model(model, tokenizer, output, provenance)
 
 
+@audited_output("merge")  # audit log: who merged which run, and the SHA-256 of every file written
 def merge(run_or_adapter: str | Path, output: str | Path | None = None) -> Path:
     """Fold a run's LoRA/DoRA adapter into the base weights and save a plain model folder.
 

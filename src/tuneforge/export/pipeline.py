@@ -21,6 +21,7 @@ from tuneforge.export.hf import export_hf
 from tuneforge.export.merging import Source, find_source, is_current, merge_source
 from tuneforge.export.modelfile import build_modelfile, inspect_template
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
+from tuneforge.security.lineage import audited_output
 
 log = logging.getLogger("tuneforge.export")
 
@@ -72,6 +73,7 @@ def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: 
     return ExportResult("gguf", output, [gguf_path, modelfile], report)
 
 
+@audited_output("export")  # audit log: who exported which run, and the SHA-256 of every file written
 def run(
     source: str | Path, fmt: str = "hf", quant: str = "f16", output: str | Path | None = None, check: bool = True
 ) -> ExportResult:

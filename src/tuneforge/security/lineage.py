@@ -121,3 +121,36 @@ def audited_finetune(finetune: Callable[..., Any]) -> Callable[..., Any]:
             return result
 
     return wrapper
+
+
+def audited_output(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a merge or export of a run so it is audited: source, options, and every output file's SHA-256.
+
+    Recorded in ``$TUNEFORGE_AUDIT_LOG``, else beside the runs (``<out_dir>/audit.jsonl``) when the
+    source is a run directory; a plain model or adapter folder outside any run is not audited
+    unless ``$TUNEFORGE_AUDIT_LOG`` is set.
+    """
+    from tuneforge.rundir import RunDir
+    from tuneforge.security.audit import LOG_ENV, AuditLog, audited, log_path, read_hmac_key
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(source: Any, *args: Any, **kwargs: Any) -> Any:
+            path = Path(source).expanduser()
+            is_run = RunDir(path).config.is_file()
+            if not is_run and not os.environ.get(LOG_ENV):
+                return fn(source, *args, **kwargs)
+            details = {"source": str(source), "command": shlex.join(sys.argv),
+                       "options": {k: str(v) for k, v in kwargs.items()}, "args": [str(a) for a in args]}
+            if is_run:
+                details.update(run=path.resolve().name, run_dir=str(path.resolve()))
+            log = AuditLog(log_path(path.resolve().parent), read_hmac_key())
+            with audited(log, action, details) as act:
+                result = fn(source, *args, **kwargs)
+                out = Path(getattr(result, "output", result))
+                act.artifacts = {str(out.resolve()): file_digests(out) if out.is_dir() else {}}
+                return result
+
+        return wrapper
+
+    return decorate
