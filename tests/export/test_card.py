@@ -105,3 +105,29 @@ def test_card_of_an_unevaluated_folder_says_what_is_unknown(lora_run, tmp_path):
     meta, text = _front_matter(path)
     assert "model-index" not in meta
     assert "Not evaluated" in text and "no training entry" in text
+
+
+def test_licences_are_found_beside_the_data(tmp_path):
+    from pathlib import Path
+
+    from tuneforge.export.card import data_licence
+
+    bundled = Path(__file__).resolve().parents[2] / "examples" / "data" / "tickets.jsonl"
+    assert data_licence(bundled) == "cc0-1.0"  # "LICENSE: ... **CC0-1.0** ..." in its README
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "README.md").write_text("---\nlicense: apache-2.0\n---\n# data\n")
+    assert data_licence(tmp_path / "a" / "x.jsonl") == "apache-2.0"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "LICENSE").write_text("\nMIT License\n\nCopyright ...\n")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "README.md").write_text("# data\n\n## Licence\nReleased as CC-BY-4.0.\n")
+    assert data_licence(tmp_path / "c" / "x.jsonl") == "cc-by-4.0"
+    assert data_licence(tmp_path / "b" / "x.jsonl") == "mit"
+    assert data_licence(tmp_path / "x.jsonl") is None
+
+
+def test_the_embedded_model_card_names_its_hub_id():
+    from tuneforge.export.card import _hub_id
+
+    assert _hub_id("smollm2-135m-instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert _hub_id("/some/local/folder") is None and _hub_id("org/model") == "org/model"

@@ -37,7 +37,7 @@ def data_licence(path: str | Path) -> str | None:
 
     Looked up, in order: a ``license`` field in the YAML front matter of the folder's
     ``README.md`` (a Hugging Face dataset card), the first line of a ``LICENSE``/``COPYING``
-    file, a licence id on a README line that starts with "License:"/"Licence:".
+    file, a licence id in a README paragraph that starts with "License:" or under a "License" heading.
     """
     from huggingface_hub.repocard import metadata_load
 
@@ -54,8 +54,18 @@ def data_licence(path: str | Path) -> str | None:
             found = _LICENCE_ID.search(first)
             return found.group(1).lower() if found else first[:80] or None
     if readme.is_file():
-        for line in readme.read_text(errors="replace").splitlines():
-            if re.match(r"^\s*licen[cs]e\s*:", line, re.IGNORECASE) and (found := _LICENCE_ID.search(line)):
+        return _licence_in_text(readme.read_text(errors="replace"))
+    return None
+
+
+def _licence_in_text(text: str) -> str | None:
+    """A licence id in a paragraph that starts with "License:", or in a "License" section of a README."""
+    in_section = False
+    for para in re.split(r"\n\s*\n", text):
+        if para.lstrip().startswith("#"):
+            in_section = bool(re.match(r"\s*#+\s*licen[cs]e", para, re.IGNORECASE))
+        if in_section or re.match(r"\s*licen[cs]e\s*:", para, re.IGNORECASE):
+            if found := _LICENCE_ID.search(para):
                 return found.group(1).lower()
     return None
 
