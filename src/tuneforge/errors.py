@@ -11,6 +11,7 @@ prints its message (never a traceback) and exits with code 2.
      ├── TrainingError    training diverged (a loss or gradient norm became inf/NaN)
      ├── ExportError      a merge or export cannot be done
      └── SecurityError    keys, encryption or unsafe files
+          └── AuditError  the audit log cannot be read or written (security/audit.py)
 """
 
 from __future__ import annotations

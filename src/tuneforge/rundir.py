@@ -1,6 +1,6 @@
 """The layout of a run directory, in one place.
 
-``runs/<name>/`` holds everything a run produced::
+``runs/<name>/`` holds everything a run produced (``runs/audit.jsonl``, beside it, is the audit log)::
 
     config.yaml          the resolved config (every default written out)
     data_report.json     what data cleaning kept, dropped and why
@@ -11,6 +11,7 @@
     tensorboard/         TensorBoard event files
     manifest.json        package versions, data SHA-256, seed, wall time, tokens/s, peak memory
     eval/                report.md, report.html, metrics.json, predictions.jsonl, *.png
+    README.md            the model card: base model + hash, data + SHA-256 + licence, eval, audit entry
     merged/              `tuneforge merge` output
     export/              `tuneforge export` output
 """

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "keys": "tuneforge.cli.keys:app",
     "merge": "tuneforge.cli.merge:merge",
     "export": "tuneforge.cli.export:export",
+    "audit": "tuneforge.cli.audit:app",
 }
 
 

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from tuneforge.export.card import write_model_card
 from tuneforge.export.merging import Source, merge_source
 from tuneforge.export.output import MARKER
 
@@ -97,9 +98,9 @@ def export_hf(source: Source, output: Path, *, overwrite: bool = False, trust_re
             shutil.copytree(source.weights, folder / ADAPTER_DIR)
             adapter_config = json.loads((source.weights / "adapter_config.json").read_text())
         name = source.path.resolve().name
-        # The README names the final folder, not the temporary one it is written in.
-        text = readme(output, name, base=base if has_adapter else None, adapter_config=adapter_config)
-        (folder / "README.md").write_text(text)
+        # The card's usage names the final folder, not the temporary one it is written in.
+        usage = readme(output, name, base=base if has_adapter else None, adapter_config=adapter_config)
+        write_model_card(source.path, folder, usage=usage)  # README.md: lineage, data, eval, file hashes
 
     merge_source(source, output, overwrite=overwrite, trust_remote_code=trust_remote_code, what="export hf", add=add)
     return sorted(p for p in output.iterdir() if p.name != MARKER)

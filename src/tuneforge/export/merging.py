@@ -20,6 +20,7 @@ from typing import Any
 from tuneforge.errors import ExportError
 from tuneforge.export.output import atomic_folder, check_output
 from tuneforge.rundir import RunDir
+from tuneforge.security.lineage import audited_output
 
 PROVENANCE_FILE = "tuneforge_merge.json"
 
@@ -192,6 +193,7 @@ def merge_source(
     return Path(output)
 
 
+@audited_output("merge")  # audit log: who merged which run, and the SHA-256 of every file written
 def merge(
     run_or_adapter: str | Path, output: str | Path | None = None, *, overwrite: bool = False,
     trust_remote_code: bool = False,
@@ -221,8 +223,12 @@ def merge(
         >>> merge("runs/support-bot")
         PosixPath('runs/support-bot/merged')
     """
+    from tuneforge.export.card import write_model_card
+
     source = find_source(run_or_adapter)
     if source.kind == "model":
         raise ExportError(f"{source.path} is a plain model folder; there is no adapter to merge")
     out = Path(output) if output is not None else default_output(source)
-    return merge_source(source, out, overwrite=overwrite, trust_remote_code=trust_remote_code)
+    # README.md: lineage, data, eval, hashes of the files (written inside the atomic folder)
+    card = lambda folder, base: write_model_card(source.path, folder)  # noqa: E731
+    return merge_source(source, out, overwrite=overwrite, trust_remote_code=trust_remote_code, add=card)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneforge.errors import ExportError
+from tuneforge.export.card import write_model_card
 from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
 from tuneforge.export.hf import export_hf
 from tuneforge.export.merging import Source, check_merge_output, find_source, is_current, merge_source
 from tuneforge.export.output import atomic_folder, check_output
 from tuneforge.export.modelfile import build_modelfile, inspect_template
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
+from tuneforge.security.lineage import audited_output
 
 log = logging.getLogger("tuneforge.export")
 
@@ -70,9 +72,11 @@ def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: 
         )
         # Checked before the swap: a file that fails to load never replaces a good export.
         report = check_roundtrip(merged, gguf_path, DEFAULT_PROMPTS, max_new_tokens=16) if check else None
-    return ExportResult("gguf", output, [output / gguf_path.name, output / "Modelfile"], report)
+        write_model_card(source.path, folder)  # README.md: lineage, data, eval, hashes of the files
+    return ExportResult("gguf", output, [output / gguf_path.name, output / "Modelfile", output / "README.md"], report)
 
 
+@audited_output("export")  # audit log: who exported which run, and the SHA-256 of every file written
 def run(
     source: str | Path, fmt: str = "hf", quant: str = "f16", output: str | Path | None = None, check: bool = True,
     *, overwrite: bool = False, trust_remote_code: bool = False,

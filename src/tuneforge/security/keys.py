@@ -45,6 +45,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tuneforge.errors import SecurityError
+from tuneforge.security import audit
 
 log = logging.getLogger("tuneforge.security.keys")
 
@@ -215,6 +216,9 @@ def create_key(
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     until = expires.astimezone(timezone.utc).isoformat(timespec="seconds") if expires is not None else None
+    # Audited first: a key must not exist unrecorded (nor be stored but never shown, if the log fails).
+    audit.record(Path(path).parent, "key.create", {"name": name, "keys_file": str(Path(path).resolve()),
+                                                "models": list(scoped) if scoped else None, "expires": until, "admin": admin})
     write_keys(path, [*records, KeyRecord(name, hash_key(key), created, scoped, until, admin)])
     return key
 
@@ -236,6 +240,7 @@ def revoke_key(path: str | Path, name: str) -> None:
         known = ", ".join(r.name for r in records) or "none"
         raise SecurityError(f"no key named {name!r} in {path} (keys: {known})")
     write_keys(path, kept)
+    audit.record(Path(path).parent, "key.revoke", {"name": name, "keys_file": str(Path(path).resolve())})
 
 
 class KeyStore:

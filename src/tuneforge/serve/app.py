@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from tuneforge.models import LoadedModel
 from tuneforge.security import KeyStore
+from tuneforge.security.refusals import RefusalAudit
 from tuneforge.serve.auth import AuthGate, Authenticator, check_auth_setup, is_loopback
 from tuneforge.serve.batcher import BatchingConfig
 from tuneforge.serve.engine import Engine, load_engine, served_name
@@ -74,10 +75,14 @@ def create_app(
     metrics = ServeMetrics()
     engine.batcher.listeners.append(metrics.batch_size.observe)
 
+    refusals = RefusalAudit.for_keys_file(keys.path if keys is not None else None)  # 401/403/429, aggregated
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.close()
+        if refusals is not None:
+            refusals.close()
 
     # No /docs or /openapi.json: an inference endpoint need not describe itself to the internet.
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -91,7 +96,7 @@ def create_app(
     app.add_middleware(
         AuthGate, authenticator=Authenticator(keys, limiter),
         public=("/health", "/metrics") if metrics_public else ("/health",),
-        admin=() if metrics_public else ("/metrics",),
+        admin=() if metrics_public else ("/metrics",), refusals=refusals,
     )
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

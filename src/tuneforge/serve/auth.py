@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tuneforge.errors import SecurityError
 from tuneforge.security import KeyRecord, KeyStore
+from tuneforge.security.refusals import RefusalAudit
 from tuneforge.serve.http_errors import APIError, send_error
 from tuneforge.serve.limits import RateLimiter, retry_after_header
 
@@ -117,10 +118,12 @@ class Authenticator:
         if self.limiter is not None:
             wait = self.limiter.acquire(caller.name)
             if wait > 0:
-                raise APIError(
+                error = APIError(
                     429, f"rate limit exceeded for key {caller.name!r}; retry in {wait:.1f}s",
                     code="rate_limit_exceeded", headers=retry_after_header(wait),
                 )
+                error.key_name = caller.name  # type: ignore[attr-defined]  # for the audit's refusal counts
+                raise error
         return caller
 
 
@@ -136,9 +139,10 @@ class AuthGate:
 
     def __init__(
         self, app: ASGIApp, authenticator: Authenticator, public: Collection[str] = ("/health", "/metrics"),
-        admin: Collection[str] = (),
+        admin: Collection[str] = (), refusals: RefusalAudit | None = None,
     ):
         self.app = app
+        self.refusals = refusals
         self.authenticator = authenticator
         self.public = set(public)
         self.admin = set(admin)
@@ -156,5 +160,7 @@ class AuthGate:
                         code="admin_required",
                     )
             except APIError as error:
+                if self.refusals is not None:  # counted, and written to the audit log in aggregate
+                    self.refusals.record(error.status, error.detail.code or "", client, getattr(error, "key_name", None))
                 return await send_error(scope, send, error)
         await self.app(scope, receive, send)

@@ -23,6 +23,7 @@ from tuneforge.config.preflight import preflight
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.rundir import RunDir
+from tuneforge.security.lineage import audited_finetune
 
 log = logging.getLogger("tuneforge.train")
 
@@ -41,6 +42,7 @@ class FinetuneResult:
     eval: Any = None
 
 
+@audited_finetune  # audit log: who ran it, config, data and model hashes, artifacts, how it ended
 def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: Any = None) -> FinetuneResult:
     """Prepare data, train, save, and evaluate one run.
 
@@ -63,6 +65,7 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     from tuneforge import data as data_stage
     from tuneforge import methods
     from tuneforge.data.pack import Collator, pack_examples
+    from tuneforge.export.card import write_model_card
     from tuneforge.models.load import load_model
     from tuneforge.train import callbacks as cb
     from tuneforge.train.args import resolve_precision, training_arguments
@@ -168,6 +171,7 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
         console.print(f"[bold yellow]{NO_TEST_ROWS}[/]")
         result.manifest["eval_skipped"] = NO_TEST_ROWS
         run.manifest.write_text(json.dumps(result.manifest, indent=2), encoding="utf-8")
+    write_model_card(run.root, run.root)  # RUN/README.md: base model, data, eval, audit entry
     return result
 
 
