@@ -23,7 +23,7 @@ def _field(reader, key):
 def test_f16_round_trip_is_identical(gguf_f16, lora_run):
     report = gguf_f16.roundtrip
     assert gguf_f16.output == lora_run / "export" / "gguf"
-    assert [p.name for p in gguf_f16.files] == ["model-f16.gguf", "Modelfile"]
+    assert [p.name for p in gguf_f16.files] == ["model-f16.gguf", "Modelfile", "README.md"]
     assert len(report.checks) == 3 and all(c.same_prompt_tokens for c in report.checks)
     # f16 rounding of the weights only: every logit within 5e-3. The random tiny model has near-tied
     # logits (margins ~1e-3) that such rounding may flip, so identical text is required of the real
