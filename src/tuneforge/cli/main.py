@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "merge": "tuneforge.cli.merge:merge",
     "export": "tuneforge.cli.export:export",
     "audit": "tuneforge.cli.audit:app",
+    "ui": "tuneforge.cli.ui:ui",
 }
 
 

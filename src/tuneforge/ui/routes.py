@@ -1,0 +1,162 @@
+"""The dashboard's pages and streams: runs list, one run (curves, eval table, data report), predictions.
+
+Pages are rendered on the server (Jinja2, autoescaped: predictions hold arbitrary
+model output); the browser only opens event streams and redraws curves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.templating import Jinja2Templates
+
+from tuneforge.errors import SecurityError
+from tuneforge.eval.result import EvalResult
+from tuneforge.rundir import RunDir
+from tuneforge.ui.auth import COOKIE
+from tuneforge.ui.events import metrics_events, runs_events
+from tuneforge.ui.paths import confined, run_path
+from tuneforge.ui.predictions import FILTERS, PredictionsCache, filter_page, prompt_text
+from tuneforge.ui.runs import is_run_folder, list_runs, read_json, summarize
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.globals["prompt_text"] = prompt_text
+# Browsers and proxies must not buffer an event stream, or the curves arrive in lumps.
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+router = APIRouter()
+
+
+@dataclass
+class UIContext:
+    runs_dir: Path
+    predictions: PredictionsCache
+
+
+class RunNotFound(Exception):
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+
+
+def _ctx(request: Request) -> UIContext:
+    return request.app.state.ui
+
+
+def _run(request: Request, name: str) -> Path:
+    """The run folder named in the URL, or :class:`RunNotFound` (400 for a name that leaves the runs folder)."""
+    runs_dir = _ctx(request).runs_dir
+    try:
+        folder = run_path(runs_dir, name)
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    if not is_run_folder(folder):
+        raise RunNotFound(404, f"no run named {name!r} in {runs_dir}")
+    return folder
+
+
+def _eval(runs_dir: Path, folder: Path) -> EvalResult | None:
+    data = read_json(runs_dir, RunDir(folder).eval / "metrics.json")
+    try:
+        return EvalResult.from_dict(data) if isinstance(data, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None  # an older or foreign metrics.json: the page shows the run without its table
+
+
+@router.get("/health", include_in_schema=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/", response_class=HTMLResponse)
+def runs_page(request: Request) -> HTMLResponse:
+    runs_dir = _ctx(request).runs_dir
+    runs = list_runs(runs_dir)
+    context = {"runs": runs, "runs_data": [r.to_dict() for r in runs], "runs_dir": runs_dir}
+    return TEMPLATES.TemplateResponse(request, "runs.html", context)
+
+
+@router.get("/api/runs")
+def runs_json(request: Request) -> JSONResponse:
+    return JSONResponse([r.to_dict() for r in list_runs(_ctx(request).runs_dir)])
+
+
+@router.get("/api/runs/events")
+def runs_stream(request: Request) -> StreamingResponse:
+    events = runs_events(_ctx(request).runs_dir, request.is_disconnected)
+    return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+@router.get("/runs/{name}", response_class=HTMLResponse)
+def run_page(request: Request, name: str) -> HTMLResponse:
+    runs_dir, folder = _ctx(request).runs_dir, _run(request, name)
+    run = RunDir(folder)
+    status = read_json(runs_dir, folder / "status.json")
+    return TEMPLATES.TemplateResponse(request, "run.html", {
+        "run": summarize(runs_dir, folder), "eval": _eval(runs_dir, folder),
+        "report": read_json(runs_dir, run.data_report),
+        # The run's length, for progress and ETA, when the run wrote it (status.json's optional max_steps).
+        "max_steps": status.get("max_steps") if isinstance(status, dict) else None,
+    })
+
+
+@router.get("/api/runs/{name}/metrics")
+def metrics_stream(request: Request, name: str) -> StreamingResponse:
+    folder = _run(request, name)
+    last = request.headers.get("last-event-id", "0")
+    offset = int(last) if last.isdigit() else 0  # a browser reconnecting resumes after what it has
+    events = metrics_events(_ctx(request).runs_dir, folder, offset, request.is_disconnected)
+    return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+@router.get("/runs/{name}/predictions", response_class=HTMLResponse)
+def predictions_page(
+    request: Request, name: str, kind: str = Query("all"), label: str = Query(""), q: str = Query(""),
+    page: int = Query(1, ge=1),
+) -> HTMLResponse:
+    ctx, folder = _ctx(request), _run(request, name)
+    if kind not in FILTERS:
+        raise RunNotFound(400, f"filter kind={kind!r}: expected one of {', '.join(FILTERS)}")
+    result = _eval(ctx.runs_dir, folder)
+    metric = result.changed.metric if result is not None and result.changed is not None else None
+    path = RunDir(folder).eval / "predictions.jsonl"
+    rows = ctx.predictions.load(path) if path.exists() and _inside(ctx.runs_dir, path) else []
+    found = filter_page(rows, kind=kind, metric=metric, label=label or None, query=q or None, page=page)
+    return TEMPLATES.TemplateResponse(request, "predictions.html", {
+        "run": summarize(ctx.runs_dir, folder), "found": found, "kind": kind, "label": label, "q": q,
+        "filters": FILTERS, "metric": metric, "has_file": path.exists(),
+    })
+
+
+def _inside(runs_dir: Path, path: Path) -> bool:
+    """Whether ``path`` resolves inside the runs folder (a symlinked predictions file may point elsewhere)."""
+    try:
+        confined(runs_dir, path)
+    except SecurityError:
+        return False
+    return True
+
+
+def error_page(request: Request, exc: RunNotFound) -> HTMLResponse:
+    context: dict[str, Any] = {"status": exc.status, "message": exc.message}
+    return TEMPLATES.TemplateResponse(request, "error.html", context, status_code=exc.status)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request) -> HTMLResponse:
+    return TEMPLATES.TemplateResponse(request, "login.html", {})
+
+
+@router.post("/login")
+async def login(request: Request) -> RedirectResponse:
+    """Keep the key typed into the form in an HttpOnly cookie; every later request is checked with it."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    key = (form.get("key") or [""])[0].strip()
+    response = RedirectResponse("/", status_code=303)
+    secure = request.url.scheme == "https"
+    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", secure=secure)
+    return response
