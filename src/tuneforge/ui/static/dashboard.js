@@ -28,6 +28,9 @@ const tuneforge = (() => {
     filter.addEventListener("input", render); state.addEventListener("change", render);
     const source = new EventSource("/api/runs/events");
     source.addEventListener("runs", (e) => { runs = JSON.parse(e.data); render(); });
+    const live = document.getElementById("live");
+    source.onopen = () => { live.textContent = "live"; };
+    source.onerror = () => { live.textContent = "reconnecting…"; }; // EventSource retries by itself
     render();
   }
 
