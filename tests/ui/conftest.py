@@ -23,3 +23,17 @@ def client(runs_dir):
 
     with TestClient(create_app(runs_dir, keys=None)) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def model_runs(tiny_model_dir, tmp_path_factory):
+    """A runs folder with two LoRA runs over the tiny model (different random adapters) and one without weights."""
+    from tests.serve.conftest import save_lora_adapter
+
+    root = tmp_path_factory.mktemp("model-runs") / "runs"
+    for seed, name in enumerate(["tuned-a", "tuned-b"], 1):
+        run = write_run(root, name, predictions=5)
+        (run / "config.yaml").write_text(f"name: {name}\nmodel:\n  name_or_path: {tiny_model_dir}\nmethod:\n  name: lora\n")
+        save_lora_adapter(tiny_model_dir, run / "adapter", seed)
+    write_run(root, "no-weights")
+    return root

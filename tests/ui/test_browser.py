@@ -26,7 +26,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -49,14 +49,14 @@ def shots(tmp_path):
     return folder
 
 
-def wait_for(check, timeout=15.0):
+def wait_for(check, timeout=15.0, show=None):
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check.__doc__ or check}")
+            raise AssertionError(f"timed out waiting for {check.__doc__ or check}" + (f": {show()}" if show else ""))
         time.sleep(0.1)
 
 
@@ -113,3 +113,22 @@ def test_runs_live_curve_and_predictions_in_a_browser(browser, shots, tmp_path):
         cells = browser.find_elements(By.CSS_SELECTOR, "#predictions tr.example td.wrong, #predictions tr.example td.right")
         assert cells and all("wrong" in c.get_attribute("class") for c in cells[0::2])  # base wrong, tuned right
         browser.save_screenshot(str(shots / "predictions.png"))
+
+
+def test_playground_streams_two_answers_side_by_side(browser, shots, model_runs):
+    from selenium.webdriver.common.by import By
+
+    with background_server(create_app(model_runs, keys=None)) as url:
+        browser.get(url + "/playground")
+        browser.find_element(By.ID, "prompt").send_keys("My card was charged twice for order 1234")
+        browser.find_element(By.ID, "max_tokens").clear()
+        browser.find_element(By.ID, "max_tokens").send_keys("24")
+        browser.find_element(By.ID, "send").click()
+        status = lambda side: browser.find_element(By.ID, f"status-{side}").text  # noqa: E731
+        wait_for(lambda: status("a").startswith("done") and status("b").startswith("done"), timeout=60,
+                 show=lambda: (status("a"), status("b"), browser.get_log("browser")))
+        # textContent: the tiny random model's answers may be mostly whitespace, which .text would strip
+        answers = [browser.find_element(By.ID, f"answer-{side}").get_attribute("textContent") for side in ("a", "b")]
+        assert all(answers) and answers[0] != answers[1]  # base and tuned, each streamed into its own column
+        assert status("a") == status("b") == "done: 24 tokens (length)"
+        browser.save_screenshot(str(shots / "playground.png"))

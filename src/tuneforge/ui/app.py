@@ -7,7 +7,9 @@ before any route runs. The dashboard only reads files under the runs folder.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -18,6 +20,7 @@ from tuneforge.errors import SecurityError
 from tuneforge.serve.auth import AuthGate, Authenticator, is_loopback
 from tuneforge.serve.listen import bind
 from tuneforge.ui.auth import KeyCookie
+from tuneforge.ui.playground import Playground
 from tuneforge.ui.predictions import PredictionsCache
 from tuneforge.ui.routes import RunNotFound, UIContext, error_page, router
 
@@ -39,8 +42,15 @@ def create_app(runs_dir: str | Path, *, keys: KeyStore | str | Path | None) -> F
     """
     if isinstance(keys, (str, Path)):
         keys = KeyStore(keys)
-    app = FastAPI(title="tuneforge dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.ui = UIContext(Path(runs_dir), PredictionsCache())
+    playground = Playground(Path(runs_dir))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        playground.close()  # stop the engines' worker threads
+
+    app = FastAPI(title="tuneforge dashboard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ui = UIContext(Path(runs_dir), PredictionsCache(), playground)
     app.include_router(router)
     # Every asset is in the package (no CDN): the dashboard works on an air-gapped machine.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

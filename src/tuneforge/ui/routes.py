@@ -6,6 +6,7 @@ model output); the browser only opens event streams and redraws curves.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 from pathlib import Path
@@ -15,12 +16,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
-from tuneforge.errors import SecurityError
+from tuneforge.errors import SecurityError, TuneforgeError
 from tuneforge.eval.result import EvalResult
 from tuneforge.rundir import RunDir
 from tuneforge.ui.auth import COOKIE
-from tuneforge.ui.events import metrics_events, runs_events
+from tuneforge.ui.events import metrics_events, runs_events, sse
 from tuneforge.ui.paths import confined, run_path
+from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events, choices
 from tuneforge.ui.predictions import FILTERS, PredictionsCache, filter_page, prompt_text
 from tuneforge.ui.runs import is_run_folder, list_runs, read_json, summarize
 
@@ -36,6 +38,7 @@ router = APIRouter()
 class UIContext:
     runs_dir: Path
     predictions: PredictionsCache
+    playground: Playground
 
 
 class RunNotFound(Exception):
@@ -160,3 +163,24 @@ async def login(request: Request) -> RedirectResponse:
     secure = request.url.scheme == "https"
     response.set_cookie(COOKIE, key, httponly=True, samesite="strict", secure=secure)
     return response
+
+
+@router.get("/playground", response_class=HTMLResponse)
+def playground_page(request: Request) -> HTMLResponse:
+    found = choices(_ctx(request).runs_dir)
+    return TEMPLATES.TemplateResponse(request, "playground.html", {"choices": found})
+
+
+@router.post("/api/playground")
+async def playground_answer(body: PlaygroundRequest, request: Request) -> StreamingResponse:
+    """One side's answer, streamed; the page posts two of these at once (prompt text stays out of every log)."""
+    playground = _ctx(request).playground
+    try:
+        engine, name = await asyncio.to_thread(playground.engine_for, body.run, body.side)
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    except TuneforgeError as exc:  # no weights, or they do not load: said in the answer's place
+        message = sse({"message": str(exc)}, event="error")
+        return StreamingResponse(iter([message]), media_type="text/event-stream", headers=_SSE_HEADERS)
+    events = answer_events(engine, name, body)
+    return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -52,7 +52,8 @@ def read_json(runs_dir: Path, path: Path) -> Any:
         return None
 
 
-def _read_yaml(runs_dir: Path, path: Path) -> Any:
+def read_yaml(runs_dir: Path, path: Path) -> Any:
+    """The YAML in ``path`` (safe loader), or ``None`` when missing, unreadable or a symlink out of ``runs_dir``."""
     try:
         return yaml.safe_load(confined(runs_dir, path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, SecurityError):
@@ -111,7 +112,7 @@ def summarize(runs_dir: Path, folder: Path) -> RunSummary:
     run = RunDir(folder)
     status = read_json(runs_dir, folder / "status.json")
     manifest = read_json(runs_dir, run.manifest) or {}
-    config = _read_yaml(runs_dir, run.config) or {}
+    config = read_yaml(runs_dir, run.config) or {}
     report = read_json(runs_dir, run.data_report) or {}
     state, error = run_state(status, bool(manifest))
     status = status if isinstance(status, dict) else {}

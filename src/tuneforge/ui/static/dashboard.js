@@ -89,5 +89,44 @@ const tuneforge = (() => {
     for (const id of ["kind", "label"]) document.getElementById(id).addEventListener("change", () => form.submit());
   }
 
-  return {runsPage, runPage, predictionsPage, chart};
+  // ---- playground: the same prompt to two models, both answers streamed at once.
+  // fetch + a streamed body rather than EventSource: the prompt goes in a POST body, never in a URL.
+  async function streamAnswer(side, body) {
+    const out = document.getElementById(`answer-${side}`), status = document.getElementById(`status-${side}`);
+    out.textContent = ""; status.textContent = "loading the model…";
+    const response = await fetch("/api/playground", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    if (!response.ok) { status.textContent = `error ${response.status}: ${await response.text()}`; return; }
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, {stream: true});
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+        const event = (block.match(/^event: (.*)$/m) || [])[1], data = JSON.parse((block.match(/^data: (.*)$/m) || [])[1] || "null");
+        if (event === "delta") { out.textContent += data.text; status.textContent = "generating…"; }
+        else if (event === "done") status.textContent = `done: ${data.tokens} tokens (${data.finish_reason})`;
+        else if (event === "error") status.textContent = `error: ${data.message}`;
+      }
+    }
+  }
+
+  function playgroundPage() {
+    const form = document.getElementById("playground");
+    if (!form) return;
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const num = (id) => document.getElementById(id).value === "" ? null : Number(document.getElementById(id).value);
+      const settings = {prompt: document.getElementById("prompt").value, max_tokens: num("max_tokens"),
+        temperature: num("temperature"), top_p: num("top_p"), seed: num("seed")};
+      for (const side of ["a", "b"]) {
+        const [run, which] = document.getElementById(`model-${side}`).value.split("|");
+        streamAnswer(side, {...settings, run, side: which});
+      }
+    });
+  }
+
+  return {runsPage, runPage, predictionsPage, playgroundPage, chart};
 })();
