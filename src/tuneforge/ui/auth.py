@@ -36,3 +36,18 @@ class KeyCookie:
                     scope = dict(scope)
                     scope["headers"] = [*scope["headers"], (b"authorization", f"Bearer {jar[COOKIE].value}".encode("latin-1"))]
         await self.app(scope, receive, send)
+
+
+def same_origin(headers: Headers, scheme: str) -> bool:
+    """Whether a state-changing request (launch, stop, sign in) comes from the dashboard's own pages.
+
+    Any web page can make a browser POST a form to ``127.0.0.1``; browsers send ``Origin``
+    with such posts, so one that names another site is refused. Clients that send no
+    ``Origin`` (curl, scripts) are not browsers following a hostile page.
+
+    Example:
+        >>> same_origin(Headers({"origin": "https://evil.example", "host": "127.0.0.1:7860"}), "http")
+        False
+    """
+    origin = headers.get("origin")
+    return origin is None or origin == f"{scheme}://{headers.get('host', '')}"

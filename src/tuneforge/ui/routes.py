@@ -19,7 +19,8 @@ from fastapi.templating import Jinja2Templates
 from tuneforge.errors import SecurityError, TuneforgeError
 from tuneforge.eval.result import EvalResult
 from tuneforge.rundir import RunDir
-from tuneforge.ui.auth import COOKIE
+from tuneforge.ui.auth import COOKIE, same_origin
+from tuneforge.ui.launch import Checked, Launcher, check_config
 from tuneforge.ui.events import metrics_events, runs_events, sse
 from tuneforge.ui.paths import confined, run_path
 from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events, choices
@@ -39,6 +40,7 @@ class UIContext:
     runs_dir: Path
     predictions: PredictionsCache
     playground: Playground
+    launcher: Launcher
 
 
 class RunNotFound(Exception):
@@ -157,8 +159,7 @@ def login_page(request: Request) -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request) -> RedirectResponse:
     """Keep the key typed into the form in an HttpOnly cookie; every later request is checked with it."""
-    form = parse_qs((await request.body()).decode("utf-8", "replace"))
-    key = (form.get("key") or [""])[0].strip()
+    key = (await _form(request)).get("key", "").strip()
     response = RedirectResponse("/", status_code=303)
     secure = request.url.scheme == "https"
     response.set_cookie(COOKIE, key, httponly=True, samesite="strict", secure=secure)
@@ -174,6 +175,7 @@ def playground_page(request: Request) -> HTMLResponse:
 @router.post("/api/playground")
 async def playground_answer(body: PlaygroundRequest, request: Request) -> StreamingResponse:
     """One side's answer, streamed; the page posts two of these at once (prompt text stays out of every log)."""
+    _check_origin(request)  # a JSON post from another site needs CORS, which is off; checked anyway
     playground = _ctx(request).playground
     try:
         engine, name = await asyncio.to_thread(playground.engine_for, body.run, body.side)
@@ -184,3 +186,65 @@ async def playground_answer(body: PlaygroundRequest, request: Request) -> Stream
         return StreamingResponse(iter([message]), media_type="text/event-stream", headers=_SSE_HEADERS)
     events = answer_events(engine, name, body)
     return StreamingResponse(events, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+_MAX_FORM_BYTES = 1 << 20  # a config is a few KiB; refuse a runaway upload before parsing it
+
+
+def _check_origin(request: Request) -> None:
+    if not same_origin(request.headers, request.url.scheme):
+        raise RunNotFound(403, f"refused a form posted from another site ({request.headers.get('origin')})")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    _check_origin(request)
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise RunNotFound(413, f"the form is {len(body)} bytes; at most {_MAX_FORM_BYTES} are accepted")
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+
+
+@router.get("/launch", response_class=HTMLResponse)
+def launch_page(request: Request, source: str = Query("", alias="from")) -> HTMLResponse:
+    """The launch form, optionally holding the config of an earlier run (``?from=RUN``)."""
+    text = ""
+    if source:
+        folder = _run(request, source)
+        try:
+            text = confined(_ctx(request).runs_dir, RunDir(folder).config).read_text(encoding="utf-8")
+        except (OSError, SecurityError):
+            text = ""
+    return _launch_form(request, text, None)
+
+
+@router.post("/launch", response_class=HTMLResponse)
+async def launch_submit(request: Request) -> HTMLResponse:
+    """Validate the config (``action=validate``) or validate and start it (``action=launch``)."""
+    form = await _form(request)
+    text, ctx = form.get("config", ""), _ctx(request)
+    if form.get("action") == "launch":
+        checked = await asyncio.to_thread(ctx.launcher.launch, text)
+        if checked.ok:
+            return RedirectResponse(f"/runs/{checked.name}", status_code=303)
+    else:
+        checked = await asyncio.to_thread(check_config, text, ctx.runs_dir)
+    return _launch_form(request, text, checked)
+
+
+def _launch_form(request: Request, text: str, checked: Checked | None) -> HTMLResponse:
+    lines = text.splitlines()
+    context = {"text": text, "checked": checked, "lines": list(enumerate(lines, 1)), "runs_dir": _ctx(request).runs_dir}
+    return TEMPLATES.TemplateResponse(request, "launch.html", context, status_code=200 if checked is None or checked.ok else 422)
+
+
+@router.post("/runs/{name}/stop")
+def stop_run(request: Request, name: str) -> RedirectResponse:
+    _check_origin(request)
+    _run(request, name)
+    try:
+        _ctx(request).launcher.stop(name)
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    except TuneforgeError as exc:
+        raise RunNotFound(409, str(exc)) from exc
+    return RedirectResponse(f"/runs/{name}", status_code=303)

@@ -17,6 +17,7 @@ import yaml
 
 from tuneforge.errors import SecurityError
 from tuneforge.rundir import RunDir
+from tuneforge.ui.launch import LAUNCH_DIR, launch_record
 from tuneforge.ui.paths import confined
 
 STATES = ("running", "finished", "failed", "killed", "unknown")
@@ -72,8 +73,9 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def run_state(status: Any, has_manifest: bool) -> tuple[str, str | None]:
-    """``(state, error)`` from ``status.json`` (``None`` for runs made before it existed).
+def run_state(status: Any, has_manifest: bool, launched: dict[str, Any] | None = None) -> tuple[str, str | None]:
+    """``(state, error)`` from ``status.json`` (``None`` for runs made before it existed), else from what the
+    dashboard knows of a run it launched (:func:`tuneforge.ui.launch.launch_record`), else from the manifest.
 
     A run whose status still says ``running`` but whose process is gone was killed
     without a chance to write its final state (SIGKILL, power loss, OOM killer).
@@ -82,6 +84,14 @@ def run_state(status: Any, has_manifest: bool) -> tuple[str, str | None]:
         >>> run_state(None, True)
         ('finished', None)
     """
+    if not isinstance(status, dict) and launched:
+        if launched["alive"]:
+            return "running", None
+        if launched["exit"] == 0:
+            return "finished", None
+        if launched["exit"] is not None:
+            return "failed", launched["log_tail"] or f"tuneforge train exited with code {launched['exit']}"
+        return "killed", "the process ended before it finished (stopped, or killed)"
     if not isinstance(status, dict):
         return ("finished" if has_manifest else "unknown"), None
     state = status.get("state")
@@ -104,7 +114,10 @@ def best_eval_metric(metrics: Any) -> tuple[str | None, float | None]:
 
 
 def is_run_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).exists() for marker in _RUN_MARKERS)
+    """Whether ``path`` holds a run, or is the folder-to-be of a run the dashboard launched."""
+    if path.is_dir() and any((path / marker).exists() for marker in _RUN_MARKERS):
+        return True
+    return (path.parent / LAUNCH_DIR / f"{path.name}.json").is_file()
 
 
 def summarize(runs_dir: Path, folder: Path) -> RunSummary:
@@ -114,7 +127,7 @@ def summarize(runs_dir: Path, folder: Path) -> RunSummary:
     manifest = read_json(runs_dir, run.manifest) or {}
     config = read_yaml(runs_dir, run.config) or {}
     report = read_json(runs_dir, run.data_report) or {}
-    state, error = run_state(status, bool(manifest))
+    state, error = run_state(status, bool(manifest), launch_record(runs_dir, folder.name))
     status = status if isinstance(status, dict) else {}
     model_cfg, method_cfg = config.get("model") or {}, config.get("method") or {}
     metric, value = best_eval_metric(read_json(runs_dir, run.eval / "metrics.json"))
@@ -140,5 +153,7 @@ def list_runs(runs_dir: Path) -> list[RunSummary]:
     if not runs_dir.is_dir():
         return []
     root = runs_dir.resolve()
-    folders = [p for p in runs_dir.iterdir() if p.resolve().is_relative_to(root) and is_run_folder(p)]
+    folders = {p for p in runs_dir.iterdir() if p.resolve().is_relative_to(root) and is_run_folder(p)}
+    # Launched runs show before train creates their folder (while the model loads) and if it never does.
+    folders |= {runs_dir / p.stem for p in (runs_dir / LAUNCH_DIR).glob("*.json") if not (runs_dir / p.stem).exists()}
     return sorted((summarize(runs_dir, p) for p in folders), key=lambda s: -(s.updated or 0))

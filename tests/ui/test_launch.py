@@ -1,0 +1,91 @@
+"""Launching, validating and stopping runs from the dashboard (ordinary `tuneforge train` processes)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from tests.train.conftest import write_tickets
+from tuneforge.config import load_config
+from tuneforge.errors import ConfigError
+from tuneforge.ui import create_app
+from tuneforge.ui.launch import check_config, launch_record
+from tuneforge.ui.runs import summarize
+
+TYPO = "name: typo\nmodel: {model}\ndata:\n  train: {data}\ntraining:\n  learning_rte: 0.001\n"
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_model_dir):
+    data = write_tickets(tmp_path / "tickets.jsonl", n=60)
+
+    def make(name: str, max_steps: int = 2) -> str:
+        return yaml.safe_dump({
+            "name": name, "model": str(tiny_model_dir), "method": {"name": "lora", "r": 4, "alpha": 8},
+            "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.1}},
+            "training": {"max_steps": max_steps, "per_device_batch_size": 2, "logging_steps": 1, "save_steps": 1000,
+                         "max_seq_length": 128, "precision": "fp32"},
+            "eval": {"enabled": False},
+        })
+
+    return make
+
+
+def wait_state(runs_dir, name, states, timeout=240):
+    deadline = time.monotonic() + timeout
+    while (state := summarize(runs_dir, runs_dir / name).state) not in states:
+        assert time.monotonic() < deadline, f"{name} still {state}: {launch_record(runs_dir, name)}"
+        time.sleep(0.5)
+    return state
+
+
+def test_problems_are_worded_as_validate_words_them_and_placed_at_their_line(tmp_path, tiny_model_dir):
+    text = TYPO.format(model=tiny_model_dir, data=write_tickets(tmp_path / "t.jsonl"))
+    checked = check_config(text, tmp_path / "runs")
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError) as direct:
+        load_config(tmp_path / "config.yaml")
+    assert checked.problems == [p.replace(str(tmp_path / "config.yaml"), "config.yaml") for p in direct.value.problems]
+    assert list(checked.by_line) == [6] and "unknown field 'training.learning_rte'" in checked.by_line[6][0]
+
+
+def test_launch_form_shows_the_error_beside_its_line(tmp_path, tiny_model_dir):
+    text = TYPO.format(model=tiny_model_dir, data=write_tickets(tmp_path / "t.jsonl"))
+    with TestClient(create_app(tmp_path / "runs", keys=None)) as client:
+        page = client.post("/launch", data={"config": text, "action": "launch"})
+        assert page.status_code == 422
+        row = page.text.split('<tr class="bad">')[1].split("</tr>")[0]
+        assert "learning_rte: 0.001" in row and "did you mean &#39;learning_rate&#39;" in row
+        assert not (tmp_path / "runs").exists()  # nothing launched
+        hostile = client.post("/launch", data={"config": text}, headers={"Origin": "https://evil.example"})
+        assert hostile.status_code == 403
+
+
+def test_loopback_names_only_when_asked(tmp_path):
+    with TestClient(create_app(tmp_path, keys=None, allowed_hosts=["127.0.0.1", "localhost"])) as client:
+        assert client.get("/").status_code == 400  # Host: testserver, as a rebinding domain would be
+        assert client.get("/", headers={"Host": "127.0.0.1:7860"}).status_code == 200
+
+
+@pytest.mark.slow
+def test_launch_a_tiny_run_watch_it_finish_and_stop_another(tmp_path, tiny_config):
+    runs = tmp_path / "runs"
+    with TestClient(create_app(runs, keys=None)) as client:
+        ok = client.post("/launch", data={"config": tiny_config("tiny-ui"), "action": "validate"})
+        assert ok.status_code == 200 and "config OK: run <b>tiny-ui</b>" in ok.text
+        started = client.post("/launch", data={"config": tiny_config("tiny-ui"), "action": "launch"}, follow_redirects=False)
+        assert started.status_code == 303 and started.headers["location"] == "/runs/tiny-ui"
+        assert client.get("/api/runs").json()[0]["name"] == "tiny-ui"  # listed at once, before train makes its folder
+        long = client.post("/launch", data={"config": tiny_config("long", max_steps=100000), "action": "launch"})
+        assert long.status_code == 200
+        assert wait_state(runs, "tiny-ui", {"finished", "failed"}) == "finished", launch_record(runs, "tiny-ui")
+        assert (runs / "tiny-ui" / "manifest.json").is_file() and launch_record(runs, "tiny-ui")["exit"] == 0
+        again = client.post("/launch", data={"config": tiny_config("tiny-ui"), "action": "launch"})
+        assert again.status_code == 422 and "a run named &#39;tiny-ui&#39; already exists" in again.text
+        assert client.post("/runs/long/stop", follow_redirects=False).status_code == 303
+        assert wait_state(runs, "long", {"killed", "failed", "finished"}) == "killed"
+        refused = client.post("/runs/tiny-ui/stop")
+        assert refused.status_code == 409 and "not a running run started from this dashboard" in refused.text
