@@ -1,10 +1,12 @@
-"""Fixtures for dashboard tests: a runs folder with run folders written file by file (no model needed)."""
+"""Fixtures for dashboard tests: run folders written file by file, LoRA runs over the tiny model, tiny configs."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
+from tests.train.conftest import write_tickets
 from tests.ui.fake_runs import write_run
 
 
@@ -37,3 +39,20 @@ def model_runs(tiny_model_dir, tmp_path_factory):
         save_lora_adapter(tiny_model_dir, run / "adapter", seed)
     write_run(root, "no-weights")
     return root
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_model_dir):
+    """A function name -> YAML text of a two-step LoRA run of the tiny model (evaluation off)."""
+    data = write_tickets(tmp_path / "tickets.jsonl", n=60)
+
+    def make(name: str, max_steps: int = 2) -> str:
+        return yaml.safe_dump({
+            "name": name, "model": str(tiny_model_dir), "method": {"name": "lora", "r": 4, "alpha": 8},
+            "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.1}},
+            "training": {"max_steps": max_steps, "per_device_batch_size": 2, "logging_steps": 1, "save_steps": 1000,
+                         "max_seq_length": 128, "precision": "fp32"},
+            "eval": {"enabled": False},
+        })
+
+    return make

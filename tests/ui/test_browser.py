@@ -132,3 +132,27 @@ def test_playground_streams_two_answers_side_by_side(browser, shots, model_runs)
         assert all(answers) and answers[0] != answers[1]  # base and tuned, each streamed into its own column
         assert status("a") == status("b") == "done: 24 tokens (length)"
         browser.save_screenshot(str(shots / "playground.png"))
+
+
+def test_launch_shows_errors_at_their_line_then_runs_to_the_end(browser, shots, tmp_path, tiny_config):
+    from selenium.webdriver.common.by import By
+
+    runs = tmp_path / "runs"
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/launch")
+        editor = browser.find_element(By.ID, "config")
+        typo = tiny_config("from-browser").replace("max_steps:", "max_stepz:")
+        browser.execute_script("arguments[0].value = arguments[1]", editor, typo)
+        browser.find_element(By.ID, "validate").click()
+        bad = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#annotated tr.bad"))
+        assert len(bad) == 1 and "max_stepz" in bad[0].text and "did you mean 'max_steps'" in bad[0].text
+        browser.save_screenshot(str(shots / "launch.png"))
+
+        editor = browser.find_element(By.ID, "config")
+        browser.execute_script("arguments[0].value = arguments[1]", editor, tiny_config("from-browser"))
+        browser.find_element(By.ID, "start").click()
+        wait_for(lambda: browser.current_url.endswith("/runs/from-browser"))
+        # The page follows the run over server-sent events and turns its badge when training ends.
+        wait_for(lambda: browser.find_element(By.ID, "run-state").text == "finished", timeout=240,
+                 show=lambda: (runs / ".launch" / "from-browser.log").read_text()[-500:])
+        assert (runs / "from-browser" / "manifest.json").is_file()

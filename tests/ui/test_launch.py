@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from tests.train.conftest import write_tickets
@@ -16,22 +15,6 @@ from tuneforge.ui.launch import check_config, launch_record
 from tuneforge.ui.runs import summarize
 
 TYPO = "name: typo\nmodel: {model}\ndata:\n  train: {data}\ntraining:\n  learning_rte: 0.001\n"
-
-
-@pytest.fixture
-def tiny_config(tmp_path, tiny_model_dir):
-    data = write_tickets(tmp_path / "tickets.jsonl", n=60)
-
-    def make(name: str, max_steps: int = 2) -> str:
-        return yaml.safe_dump({
-            "name": name, "model": str(tiny_model_dir), "method": {"name": "lora", "r": 4, "alpha": 8},
-            "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.1}},
-            "training": {"max_steps": max_steps, "per_device_batch_size": 2, "logging_steps": 1, "save_steps": 1000,
-                         "max_seq_length": 128, "precision": "fp32"},
-            "eval": {"enabled": False},
-        })
-
-    return make
 
 
 def wait_state(runs_dir, name, states, timeout=240):

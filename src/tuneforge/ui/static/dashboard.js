@@ -128,5 +128,11 @@ const tuneforge = (() => {
     });
   }
 
-  return {runsPage, runPage, predictionsPage, playgroundPage, chart};
+  // ---- launch: bring the first line with a problem into view
+  function launchPage() {
+    const bad = document.querySelector("#annotated tr.bad");
+    if (bad) bad.scrollIntoView({block: "center"});
+  }
+
+  return {runsPage, runPage, predictionsPage, playgroundPage, launchPage, chart};
 })();
