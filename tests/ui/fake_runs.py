@@ -37,7 +37,7 @@ def prediction(i: int) -> dict:
 
 def write_run(
     runs_dir: Path, name: str, *, state: str | None = "finished", predictions: int = 40, metrics_steps: int = 10,
-    error: str | None = None, pid: int | None = None,
+    error: str | None = None, pid: int | None = None, loss_scale: float = 3.0,
 ) -> Path:
     """A run folder with config, data report, metrics.jsonl, eval/metrics.json, predictions and (unless
     ``state`` is None, an old run) status.json; a ``finished`` or old run also gets manifest.json."""
@@ -56,7 +56,7 @@ def write_run(
     for line in range(10):
         report.drop("tickets.jsonl", "duplicate", f"tickets.jsonl:{line + 3}", f"duplicate row {line}")
     report.write(run / "data_report.json")
-    append_metrics(run, range(1, metrics_steps + 1))
+    append_metrics(run, range(1, metrics_steps + 1), loss_scale)
     rows = [prediction(i) for i in range(predictions)]
     with open(run / "eval" / "predictions.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -76,11 +76,12 @@ def write_run(
     return run
 
 
-def append_metrics(run: Path, steps) -> None:
-    """Append one training log line per step (and a validation line every 5th), as MetricsLogCallback does."""
+def append_metrics(run: Path, steps, loss_scale: float = 3.0) -> None:
+    """Append one training log line per step (and a validation line every 5th), as MetricsLogCallback does;
+    the loss falls as ``loss_scale / step``."""
     with open(Path(run) / "metrics.jsonl", "a", encoding="utf-8") as f:
         for step in steps:
-            f.write(json.dumps({"step": step, "epoch": step / 100, "loss": 3.0 / step, "learning_rate": 2e-4 * (1 - step / 200),
+            f.write(json.dumps({"step": step, "epoch": step / 100, "loss": loss_scale / step, "learning_rate": 2e-4 * (1 - step / 200),
                                 "tokens_per_second": 300.0 + step}) + "\n")
             if step % 5 == 0:
-                f.write(json.dumps({"step": step, "epoch": step / 100, "eval_loss": 3.2 / step}) + "\n")
+                f.write(json.dumps({"step": step, "epoch": step / 100, "eval_loss": loss_scale * 1.07 / step}) + "\n")

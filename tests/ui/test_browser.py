@@ -154,5 +154,21 @@ def test_launch_shows_errors_at_their_line_then_runs_to_the_end(browser, shots, 
         wait_for(lambda: browser.current_url.endswith("/runs/from-browser"))
         # The page follows the run over server-sent events and turns its badge when training ends.
         wait_for(lambda: browser.find_element(By.ID, "run-state").text == "finished", timeout=240,
-                 show=lambda: (runs / ".launch" / "from-browser.log").read_text()[-500:])
+                 show=lambda: (browser.find_element(By.ID, "run-state").text, browser.find_element(By.ID, "step").text,
+                               browser.get_log("browser"), (runs / ".launch" / "from-browser.log").read_text()[-300:]))
         assert (runs / "from-browser" / "manifest.json").is_file()
+
+
+def test_compare_overlays_each_runs_curve(browser, shots, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    runs = tmp_path / "runs"
+    for name, steps, scale in (("lr-2e-4", 40, 2.0), ("lr-1e-4", 30, 3.0), ("lr-5e-5", 20, 4.5)):
+        write_run(runs, name, metrics_steps=steps, loss_scale=scale)
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/compare?run=lr-2e-4&run=lr-1e-4&run=lr-5e-5")
+        lines = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#compare-loss polyline"))
+        assert [int(line.get_attribute("data-points")) for line in lines] == [40, 30, 20]
+        assert len({line.get_attribute("style") for line in lines}) == 3  # one colour per run
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) == 3
+        browser.save_screenshot(str(shots / "compare.png"))

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,11 @@ class Launcher:
         with open(self.folder / f"{name}.log", "wb") as log:
             process = subprocess.Popen(["/bin/sh", "-c", script], stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        # Until the child has exec'd the shell, its /proc cmdline is still this process's, and the run
+        # would read as dead: wait for the exec (milliseconds) before anyone can look.
+        deadline = time.monotonic() + 5
+        while not _is_ours(process.pid, name) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         (self.folder / f"{name}.json").write_text(json.dumps({"pid": process.pid}), encoding="utf-8")
         threading.Thread(target=process.wait, name=f"reap-{name}", daemon=True).start()
         return checked
@@ -120,16 +126,17 @@ class Launcher:
         run_path(self.runs_dir, name)
         record = launch_record(self.runs_dir, name)
         pid = record.get("pid")
-        if not isinstance(pid, int) or record.get("exit") is not None or not _is_tuneforge(pid):
+        if not isinstance(pid, int) or record.get("exit") is not None or not _is_ours(pid, name):
             raise TuneforgeError(f"run {name!r} is not a running run started from this dashboard")
         os.killpg(pid, signal.SIGTERM)  # its own session: the shell and the train process
         return f"sent SIGTERM to run {name!r} (process group {pid})"
 
 
-def _is_tuneforge(pid: int) -> bool:
-    """Whether ``pid`` is still our ``tuneforge train`` wrapper (a recycled pid must never be signalled)."""
+def _is_ours(pid: int, name: str) -> bool:
+    """Whether ``pid`` is still the wrapper of launched run ``name``: its command line names the run's
+    ``.launch/NAME.yaml`` (a recycled pid must never be signalled, nor read as the run being alive)."""
     try:
-        return b"tuneforge" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return f"{LAUNCH_DIR}/{name}.yaml".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -150,6 +157,6 @@ def launch_record(runs_dir: Path, name: str) -> dict[str, Any]:
         tail = (folder / f"{name}.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
     except OSError:
         tail = []
-    alive = isinstance(pid, int) and code is None and _is_tuneforge(pid)
+    alive = isinstance(pid, int) and code is None and _is_ours(pid, name)
     return {"pid": pid, "alive": alive, "exit": code, "log_tail": tail[0] if tail else None}
 

@@ -20,6 +20,7 @@ from tuneforge.errors import SecurityError, TuneforgeError
 from tuneforge.eval.result import EvalResult
 from tuneforge.rundir import RunDir
 from tuneforge.ui.auth import COOKIE, same_origin
+from tuneforge.ui.compare import compare_run, metric_names
 from tuneforge.ui.launch import Checked, Launcher, check_config
 from tuneforge.ui.events import metrics_events, runs_events, sse
 from tuneforge.ui.paths import confined, run_path
@@ -248,3 +249,20 @@ def stop_run(request: Request, name: str) -> RedirectResponse:
     except TuneforgeError as exc:
         raise RunNotFound(409, str(exc)) from exc
     return RedirectResponse(f"/runs/{name}", status_code=303)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(request: Request, run: list[str] = Query(default=[])) -> HTMLResponse:
+    """Several runs side by side: ``/compare?run=a&run=b``."""
+    runs_dir = _ctx(request).runs_dir
+    try:
+        compared = [compare_run(runs_dir, name) for name in dict.fromkeys(run) if _run(request, name)]
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    context = {
+        "compared": compared, "metric_names": metric_names(compared), "all_runs": list_runs(runs_dir),
+        "selected": set(run),
+        # A list, not a dict: tojson sorts keys, and the colours must follow the table's order.
+        "curves": [[c.summary.name, c.curves] for c in compared],
+    }
+    return TEMPLATES.TemplateResponse(request, "compare.html", context)

@@ -45,3 +45,14 @@ def read_new_records(path: Path, offset: int, max_bytes: int = 1 << 20) -> tuple
         if isinstance(record, dict):
             records.append(record)
     return records, offset + end + 1
+
+
+def read_all_records(path: Path) -> list[dict[str, Any]]:
+    """Every JSON object on the complete lines of ``path`` (``[]`` when it is missing)."""
+    records: list[dict[str, Any]] = []
+    offset = 0
+    while True:  # in batches of up to 1 MiB
+        batch, new_offset = read_new_records(path, offset)
+        if new_offset == offset:
+            return records
+        records, offset = records + batch, new_offset

@@ -46,7 +46,7 @@ const tuneforge = (() => {
     svg.innerHTML = `<line class="axis" x1="${L}" y1="${H - B}" x2="${W}" y2="${H - B}"/><line class="axis" x1="${L}" y1="0" x2="${L}" y2="${H - B}"/>`
       + `<text x="${L - 3}" y="12" text-anchor="end">${label(y1)}</text><text x="${L - 3}" y="${H - B}" text-anchor="end">${label(y0)}</text>`
       + `<text x="${L}" y="${H - 4}">${x0}</text><text x="${W - 4}" y="${H - 4}" text-anchor="end">step ${x1}</text>`
-      + series.filter((s) => s.points.length).map((s) => `<polyline class="${s.cls}" data-points="${s.points.length}" points="${s.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ")}"/>`).join("");
+      + series.filter((s) => s.points.length).map((s) => `<polyline class="${s.cls}"${s.color ? ` style="stroke:${s.color}"` : ""} data-points="${s.points.length}" points="${s.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" ")}"/>`).join("");
   }
 
   function runPage(name, maxSteps) {
@@ -134,5 +134,15 @@ const tuneforge = (() => {
     if (bad) bad.scrollIntoView({block: "center"});
   }
 
-  return {runsPage, runPage, predictionsPage, playgroundPage, launchPage, chart};
+  // ---- compare: every run's curve overlaid, one colour per run (the table's swatches say which)
+  const PALETTE = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bc4c00", "#1b7c83", "#656d76"];
+  function comparePage(runs) { // [[name, {loss: [[step, value]...], eval_loss: [...]}], ...] in the table's order
+    for (const swatch of document.querySelectorAll(".swatch")) swatch.style.background = PALETTE[swatch.dataset.run % PALETTE.length];
+    for (const [id, key] of [["compare-loss", "loss"], ["compare-eval", "eval_loss"]]) {
+      const svg = document.getElementById(id);
+      if (svg) chart(svg, runs.map(([, curves], i) => ({cls: "train", color: PALETTE[i % PALETTE.length], points: curves[key]})));
+    }
+  }
+
+  return {runsPage, runPage, predictionsPage, playgroundPage, launchPage, comparePage, chart};
 })();
