@@ -52,3 +52,15 @@ def test_cache_rereads_a_changed_file(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:3]))
     assert len(cache.load(path)) == 3
     assert cache.load(tmp_path / "missing.jsonl") == []
+
+
+def test_confusion_matrix_counts_answers_per_reference_with_unparseable_apart():
+    from tuneforge.ui.predictions import UNPARSEABLE, confusion
+
+    labels, matrix = confusion(ROWS, "base")
+    assert labels == ["billing", "refund", "shipping", "technical_issue"]
+    assert sum(n for row in matrix.values() for n in row.values()) == 100
+    assert sum(row.get(UNPARSEABLE, 0) for row in matrix.values()) == sum(r["base_label"] is None for r in ROWS)
+    right = sum(matrix[label].get(label, 0) for label in labels)
+    assert right == sum(r["base_label"] == r["reference"] for r in ROWS)
+    assert confusion([{"index": 0, "text": "raw", "tuned_scores": {}}], "tuned") == ([], {})

@@ -110,3 +110,13 @@ def test_keys_required_when_given_and_browser_login_cookie(runs_dir, tmp_path):
 def test_cli_refuses_a_public_host_without_keys(capsys, runs_dir):
     assert main(["ui", "--runs", str(runs_dir), "--host", "0.0.0.0", "--port", "7861"]) == 2
     assert "reachable from other machines: pass --api-keys-file" in capsys.readouterr().err
+
+
+def test_run_page_shows_confusion_matrices_and_serves_only_known_plots(client, runs_dir):
+    page = client.get("/runs/alpha").text
+    assert 'id="confusion-base"' in page and 'id="confusion-tuned"' in page
+    (runs_dir / "alpha" / "eval" / "metrics.png").write_bytes(b"\x89PNG fake")
+    assert 'src="/runs/alpha/eval/metrics.png"' in client.get("/runs/alpha").text
+    assert client.get("/runs/alpha/eval/metrics.png").content == b"\x89PNG fake"
+    assert client.get("/runs/alpha/eval/metrics.json").status_code == 404  # only the plots, by name
+    assert client.get("/runs/alpha/eval/loss_curve.png").status_code == 404

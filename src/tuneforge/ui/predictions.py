@@ -111,3 +111,29 @@ class PredictionsCache:
         with self._lock:
             self._files[path] = (stamp, rows)
         return rows
+
+
+UNPARSEABLE = "(unparseable)"
+
+
+def confusion(rows: list[dict[str, Any]], side: str) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """The confusion matrix of one side's labels: ``(labels, {reference: {answered label: count}})``.
+
+    Only for label tasks (rows with ``{side}_label``); an answer with no label counts as
+    :data:`UNPARSEABLE`, a column of its own. ``([], {})`` when the task has no labels.
+
+    Example:
+        >>> confusion([{"reference": "a", "tuned_label": "b"}], "tuned")
+        (['a', 'b'], {'a': {'b': 1}})
+    """
+    matrix: dict[str, dict[str, int]] = {}
+    labels: set[str] = set()
+    for row in rows:
+        if f"{side}_label" not in row or row.get("reference") is None:
+            continue
+        reference, answer = str(row["reference"]), row[f"{side}_label"]
+        answer = UNPARSEABLE if answer is None else str(answer)
+        labels.update({reference} | ({answer} - {UNPARSEABLE}))
+        matrix.setdefault(reference, {}).setdefault(answer, 0)
+        matrix[reference][answer] += 1
+    return sorted(labels), matrix

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
 from tuneforge.errors import SecurityError, TuneforgeError
@@ -25,7 +25,7 @@ from tuneforge.ui.launch import Checked, Launcher, check_config
 from tuneforge.ui.events import metrics_events, runs_events, sse
 from tuneforge.ui.paths import confined, run_path
 from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events, choices
-from tuneforge.ui.predictions import FILTERS, PredictionsCache, filter_page, prompt_text
+from tuneforge.ui.predictions import FILTERS, UNPARSEABLE, PredictionsCache, confusion, filter_page, prompt_text
 from tuneforge.ui.runs import is_run_folder, list_runs, read_json, summarize
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -102,12 +102,30 @@ def run_page(request: Request, name: str) -> HTMLResponse:
     runs_dir, folder = _ctx(request).runs_dir, _run(request, name)
     run = RunDir(folder)
     status = read_json(runs_dir, folder / "status.json")
+    predictions = run.eval / "predictions.jsonl"
+    rows = _ctx(request).predictions.load(predictions) if _inside(runs_dir, predictions) else []
+    matrices = {side: confusion(rows, side) for side in ("base", "tuned")}
+    plots = [p for p in _EVAL_PLOTS if (run.eval / p).is_file() and _inside(runs_dir, run.eval / p)]
     return TEMPLATES.TemplateResponse(request, "run.html", {
+        "matrices": {side: m for side, m in matrices.items() if m[1]}, "unparseable": UNPARSEABLE, "plots": plots,
         "run": summarize(runs_dir, folder), "eval": _eval(runs_dir, folder),
         "report": read_json(runs_dir, run.data_report),
         # The run's length, for progress and ETA, when the run wrote it (status.json's optional max_steps).
         "max_steps": status.get("max_steps") if isinstance(status, dict) else None,
     })
+
+
+# The evaluation's plots, by name: a fixed list, so no file name from the URL is ever opened.
+_EVAL_PLOTS = ("metrics.png", "loss_curve.png")
+
+
+@router.get("/runs/{name}/eval/{plot}")
+def eval_plot(request: Request, name: str, plot: str) -> FileResponse:
+    folder = _run(request, name)
+    path = RunDir(folder).eval / plot
+    if plot not in _EVAL_PLOTS or not path.is_file() or not _inside(_ctx(request).runs_dir, path):
+        raise RunNotFound(404, f"no plot {plot!r} in run {name!r}")
+    return FileResponse(path, media_type="image/png")
 
 
 @router.get("/api/runs/{name}/metrics")
