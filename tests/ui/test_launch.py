@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.train.conftest import write_tickets
+from tests.ui.fake_runs import write_run
 from tuneforge.config import load_config
 from tuneforge.errors import ConfigError
 from tuneforge.ui import create_app
@@ -71,4 +72,29 @@ def test_launch_a_tiny_run_watch_it_finish_and_stop_another(tmp_path, tiny_confi
         assert client.post("/runs/long/stop", follow_redirects=False).status_code == 303
         assert wait_state(runs, "long", {"killed", "failed", "finished"}) == "killed"
         refused = client.post("/runs/tiny-ui/stop")
-        assert refused.status_code == 409 and "not a running run started from this dashboard" in refused.text
+        assert refused.status_code == 409 and "is not running" in refused.text
+
+
+def test_stop_a_run_started_elsewhere_only_when_its_pid_is_tuneforge(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    nap = "import time; time.sleep(120)"
+    train = subprocess.Popen([sys.executable, "-c", nap, "tuneforge", "train", "x.yaml"])  # looks like a train process
+    other = subprocess.Popen([sys.executable, "-c", nap])
+    try:
+        for name, proc in (("elsewhere", train), ("stranger", other)):
+            run = write_run(runs, name, state="running", pid=proc.pid)
+            assert json.loads((run / "status.json").read_text())["pid"] == proc.pid
+        with TestClient(create_app(runs, keys=None)) as client:
+            assert client.post("/runs/elsewhere/stop", follow_redirects=False).status_code == 303
+            assert train.wait(timeout=10) == -15  # SIGTERM
+            refused = client.post("/runs/stranger/stop")
+            assert refused.status_code == 409 and "names no tuneforge process" in refused.text
+            assert other.poll() is None  # a pid that is not tuneforge is never signalled
+    finally:
+        for proc in (train, other):
+            proc.kill()
+            proc.wait()

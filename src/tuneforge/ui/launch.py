@@ -117,28 +117,43 @@ class Launcher:
         return checked
 
     def stop(self, name: str) -> str:
-        """Send SIGTERM to a running launched run's process group.
+        """Stop a running run with SIGTERM: a run launched here as its whole process group, another
+        through the pid in its ``status.json``, once that pid is seen to be a ``tuneforge`` process.
 
         Raises:
             SecurityError: the name leaves the runs folder.
-            TuneforgeError: the run was not launched here or is not running.
+            TuneforgeError: the run is not running, or its process cannot be confirmed.
         """
-        run_path(self.runs_dir, name)
+        folder = run_path(self.runs_dir, name)
         record = launch_record(self.runs_dir, name)
-        pid = record.get("pid")
-        if not isinstance(pid, int) or record.get("exit") is not None or not _is_ours(pid, name):
-            raise TuneforgeError(f"run {name!r} is not a running run started from this dashboard")
-        os.killpg(pid, signal.SIGTERM)  # its own session: the shell and the train process
-        return f"sent SIGTERM to run {name!r} (process group {pid})"
+        if record:
+            pid = record.get("pid")
+            if not isinstance(pid, int) or record.get("exit") is not None or not _is_ours(pid, name):
+                raise TuneforgeError(f"run {name!r} is not running (its tuneforge train process has ended)")
+            os.killpg(pid, signal.SIGTERM)  # its own session: the shell and the train process
+            return f"sent SIGTERM to run {name!r} (process group {pid})"
+        try:
+            status = json.loads((folder / "status.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            status = None
+        pid = status.get("pid") if isinstance(status, dict) and status.get("state") == "running" else None
+        if not isinstance(pid, int) or pid <= 0 or not _cmdline_has(pid, b"tuneforge"):
+            raise TuneforgeError(f"run {name!r} is not running, or its status.json names no tuneforge process to stop")
+        os.kill(pid, signal.SIGTERM)
+        return f"sent SIGTERM to run {name!r} (process {pid})"
+
+
+def _cmdline_has(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _is_ours(pid: int, name: str) -> bool:
     """Whether ``pid`` is still the wrapper of launched run ``name``: its command line names the run's
     ``.launch/NAME.yaml`` (a recycled pid must never be signalled, nor read as the run being alive)."""
-    try:
-        return f"{LAUNCH_DIR}/{name}.yaml".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
+    return _cmdline_has(pid, f"{LAUNCH_DIR}/{name}.yaml".encode())
 
 
 def launch_record(runs_dir: Path, name: str) -> dict[str, Any]:
