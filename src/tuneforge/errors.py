@@ -9,6 +9,7 @@ prints its message (never a traceback) and exits with code 2.
      ├── ModelError       a model cannot be found or loaded
      ├── EvalError        evaluation inputs do not fit the task
      ├── ExportError      a merge or export cannot be done
+     ├── RunDirError      the run directory's state forbids the request (exists, in use, differs on resume)
      └── SecurityError    keys, encryption or unsafe files
 """
 
@@ -43,6 +44,11 @@ class EvalError(TuneforgeError):
 
 class ExportError(TuneforgeError):
     """Merging or exporting a model failed."""
+
+
+class RunDirError(TuneforgeError):
+    """The run directory's state forbids what was asked: it is in use, holds a different run, or has
+    nothing to resume. The config itself may be perfectly valid, hence not a :class:`ConfigError`."""
 
 
 class SecurityError(TuneforgeError):
