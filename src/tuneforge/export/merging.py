@@ -124,7 +124,7 @@ def save_model(model: Any, tokenizer: Any, output: Path, provenance: dict[str, A
     The folder is written beside ``output`` first and swapped in, so a failed save
     never leaves half a model behind.
     """
-    from tuneforge.eval.generate import stop_token_ids
+    from tuneforge.data.prompts import stop_token_ids
 
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not (output / "config.json").is_file():
