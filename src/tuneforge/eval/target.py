@@ -65,8 +65,10 @@ def evaluate(
     from tuneforge.data import load_examples
     from tuneforge.models import load
 
+    from tuneforge.models import resolve_target
+
     target = Path(target)
-    run_dir = RunDir(target) if RunDir(target).is_run() else None
+    run_dir = resolve_target(target).run
     cfg, data_format, seed, max_seq_length, metrics_log = EvalConfig(), None, 42, 1024, None
     if run_dir is not None:
         from tuneforge.config.load import load_config

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import ExportError
+from tuneforge.errors import ExportError, ModelError
 from tuneforge.rundir import RunDir
 
 PROVENANCE_FILE = "tuneforge_merge.json"
@@ -45,25 +45,19 @@ def find_source(target: str | Path) -> Source:
     Raises:
         ExportError: nothing usable is there.
     """
-    from tuneforge.models import ALIASES, resolve
+    from tuneforge.models import resolve, resolve_target
 
-    path = Path(target).expanduser()
-    run = RunDir(path)
-    if run.is_run():
-        return Source("run", path, run)
-    if path.is_dir() and (path / "adapter_config.json").is_file():
-        return Source("adapter", path)
-    if run.config.is_file():
-        raise ExportError(f"run directory {path} has no trained weights yet ({run.adapter.name}/ or {run.model.name}/)")
-    if path.is_dir() and (path / "config.json").is_file():
-        return Source("model", path)
-    if str(target) in ALIASES:
-        return Source("model", Path(resolve(str(target))))
-    if path.exists():
-        raise ExportError(f"{path} is neither a run directory, a PEFT adapter folder nor a model folder")
+    try:
+        found = resolve_target(target)
+    except ModelError as exc:
+        raise ExportError(str(exc)) from None
+    if found.kind in ("run", "adapter", "model"):
+        return Source(found.kind, found.path, found.run)
+    if found.kind == "alias":
+        return Source("model", Path(resolve(found.ref)))
     raise ExportError(
-        f"not found: {target} (expected a run directory like runs/NAME, a PEFT adapter folder, "
-        f"a model folder or a model alias: {', '.join(ALIASES)})"
+        f"{target} is a {'GGUF file' if found.kind == 'gguf' else 'Hugging Face Hub id'}; export takes a run "
+        "directory like runs/NAME, a PEFT adapter folder, a model folder or a model alias"
     )
 
 

@@ -195,8 +195,10 @@ def load(target: str | Path, *, dtype: torch.dtype = torch.float32, merge: bool 
         dtype: Weight dtype.
         merge: Fold a LoRA adapter into the base weights (faster inference, no PEFT wrapper).
     """
-    path = Path(target)
-    run = RunDir(path) if RunDir(path).is_run() else None
+    from tuneforge.models.target import resolve_target
+
+    found = resolve_target(target)
+    path, run = Path(target), found.run
     if run is not None:
         from tuneforge.config.load import load_config
 
@@ -206,7 +208,7 @@ def load(target: str | Path, *, dtype: torch.dtype = torch.float32, merge: bool 
         model, tokenizer, _ = load_model(str(run.model), dtype=dtype)
         base_path = resolve(cfg.model)
         return LoadedModel(model, tokenizer, base_path, run=run)
-    if path.is_dir() and (path / "adapter_config.json").is_file():
+    if found.kind == "adapter":
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")

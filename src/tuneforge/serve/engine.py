@@ -23,7 +23,6 @@ import torch
 from tuneforge.data.prompts import encode_prompt, stop_token_ids
 from tuneforge.errors import ModelError
 from tuneforge.models import ALIASES, LoadedModel, load, resolve
-from tuneforge.rundir import RunDir
 from tuneforge.serve.batcher import Batcher, BatchingConfig, GenerationHandle, GenerationRequest
 from tuneforge.serve.decode import BatchTracker, Row
 
@@ -51,13 +50,18 @@ def adapter_dir(target: str | Path) -> Path:
     Raises:
         ModelError: ``target`` holds no adapter.
     """
+    from tuneforge.models import resolve_target
+
     path = Path(target)
-    run = RunDir(path)
-    if run.is_run():
-        if not run.adapter.is_dir():
+    try:
+        found = resolve_target(path)
+    except ModelError:
+        found = None  # not loadable at all: the message below says what an adapter must be
+    if found is not None and found.kind == "run":
+        if not found.run.adapter.is_dir():
             raise ModelError(f"run {path} trained the full model, it has no adapter; serve it on its own")
-        return run.adapter
-    if (path / "adapter_config.json").is_file():
+        return found.run.adapter
+    if found is not None and found.kind == "adapter":
         return path
     raise ModelError(f"adapter not found: {path} is neither a run directory nor a folder with adapter_config.json")
 
