@@ -84,8 +84,9 @@ class RunContext:
         """
         is_main = int(os.environ.get("RANK", "0")) == 0 if is_main is None else is_main
         paths = RunDir(cfg.run_dir)
-        if not is_main:  # rank 0 checks and writes; the others only need the checkpoint
-            return cls(cfg, paths, is_main=False, checkpoint=latest_complete_checkpoint(paths.checkpoints) if resume else None)
+        if not is_main:  # rank 0 checks and writes; the others need the checkpoint, and to skip a finished run with it
+            checkpoint = latest_complete_checkpoint(paths.checkpoints) if resume else None
+            return cls(cfg, paths, is_main=False, checkpoint=checkpoint, finished=paths.recorded_state() == "finished")
         existed = paths.root.is_dir()
         if not existed or not _entries(paths.root):
             if resume:
