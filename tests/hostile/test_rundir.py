@@ -215,3 +215,6 @@ def test_run_files_are_private(make_config):
     for p in run.root.rglob("*"):
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode & 0o077 == 0, f"{p} is {oct(mode)}"
+    # Run again (make quickstart twice): the stored evaluation comes back, as from the first run.
+    again = finetune(load_config(path))
+    assert again.already_finished and again.eval is not None and again.eval.summary_table() is not None

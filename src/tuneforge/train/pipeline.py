@@ -54,12 +54,11 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
 
 def _stored(ctx: RunContext, console: Any) -> FinetuneResult:
     result = FinetuneResult.from_run(ctx.paths)
-    report = ctx.paths.eval / "report.md"
     console.print(
-        f"[bold]run {ctx.root} already finished[/] ({result.global_step} steps, "
-        f"train loss {result.train_loss}); nothing to train."
-        + (f" Its evaluation: {report}." if report.is_file() else "")
-        + " To train again, start a new run: --set name=<new name>",
+        f"[bold]run {ctx.root} already finished[/] ({result.global_step} steps, train loss {result.train_loss}); "
+        "nothing to train. Its stored results follow; to train again, start a new run: --set name=<new name>",
         highlight=False,
     )
+    if result.eval is not None:
+        console.print(result.eval.summary_table())
     return result

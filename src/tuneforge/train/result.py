@@ -25,13 +25,26 @@ class FinetuneResult:
 
     @classmethod
     def from_run(cls, paths: RunDir) -> "FinetuneResult":
-        """The stored numbers of a finished run (from its ``manifest.json``)."""
-        try:
-            manifest = json.loads(paths.manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            manifest = {}
+        """The stored numbers of a finished run: its ``manifest.json`` and evaluation (``eval/metrics.json``)."""
+        manifest = _read_json(paths.manifest) or {}
+        stored_eval = _read_json(paths.eval / "metrics.json")
+        evaluation = None
+        if stored_eval is not None:
+            from tuneforge.eval.result import EvalResult
+
+            try:
+                evaluation = EvalResult.from_dict(stored_eval)
+            except (KeyError, TypeError, ValueError):
+                evaluation = None  # an evaluation from another version: the report files still hold it
         return cls(
             run_dir=paths.root, global_step=int(manifest.get("global_step", 0)),
             train_loss=manifest.get("train_loss"), tokens_per_second=float(manifest.get("tokens_per_second", 0.0)),
-            manifest=manifest, already_finished=True,
+            manifest=manifest, eval=evaluation, already_finished=True,
         )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
