@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tuneforge import ConfigError, finetune, load_config
+from tuneforge import RunDirError, finetune, load_config
 from tuneforge.cli.main import main
 from tuneforge.rundir import RunDir
 
@@ -64,14 +64,21 @@ def test_other_methods_train_and_save(run_config, method):
         assert (run.adapter / "adapter_config.json").is_file()
 
 
-def test_refuses_to_overwrite_a_run_and_to_resume_nothing(run_config):
+def test_a_finished_run_is_shown_again_not_overwritten_and_resume_needs_a_checkpoint(run_config):
     path = run_config()
-    with pytest.raises(ConfigError, match="no complete checkpoint"):
+    with pytest.raises(RunDirError, match="no complete checkpoint"):
         finetune(load_config(path), resume=True)
-    finetune(load_config(path))
-    with pytest.raises(ConfigError, match="already exists"):
-        finetune(load_config(path))
-    assert main(["train", str(path)]) == 2  # a clear error, not a traceback
+    first = finetune(load_config(path))
+    adapter = (RunDir(first.run_dir).adapter / "adapter_model.safetensors").read_bytes()
+    # The same config again (make quickstart twice): the stored results, nothing trained, exit 0.
+    again = finetune(load_config(path))
+    assert again.already_finished and again.global_step == first.global_step == 6
+    assert main(["train", str(path)]) == 0
+    # Another config under the same name is refused, not mistaken for an invalid config.
+    with pytest.raises(RunDirError, match="already finished with a different config.*learning_rate"):
+        finetune(load_config(path, ["training.learning_rate=0.1"]))
+    assert main(["train", str(path), "--set", "training.learning_rate=0.1"]) == 2  # a clear error, not a traceback
+    assert (RunDir(first.run_dir).adapter / "adapter_model.safetensors").read_bytes() == adapter
 
 
 def test_qlora_on_cpu_is_a_clear_error(run_config):
@@ -123,13 +130,14 @@ def test_resume_after_sigkill_reaches_the_same_final_step(run_config):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not run.adapter.exists(), "the run finished before it was killed"
+    assert run.state() == "killed"  # marked running, but no process holds its lock
     result = finetune(cfg, resume=True)
     assert result.global_step == 60
     state = json.loads((run.checkpoints / "checkpoint-60" / "trainer_state.json").read_text())
     assert state["global_step"] == 60
     rank = json.loads((run.root / "ranks" / "rank-0.json").read_text())
     assert rank["start_step"] % 5 == 0 and 5 <= rank["start_step"] < 60  # continued from a checkpoint
-    assert (run.adapter / "adapter_model.safetensors").is_file()
+    assert (run.adapter / "adapter_model.safetensors").is_file() and run.state() == "finished"
 
 
 def test_resume_skips_a_half_written_checkpoint(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -234,10 +234,28 @@ class EarlyStoppingConfig(_Section):
     threshold: Float = Field(0.0, ge=0, description="Minimum improvement that counts.")
     greater_is_better: bool | None = Field(None, description="Direction; inferred from the metric when unset.")
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        # Checked here, not when the first evaluation runs: a typo would otherwise cost a whole
+        # model load and the steps up to the first evaluation.
+        known = get_args(MetricName)
+        if value.removeprefix("eval_") not in known:
+            raise ValueError(f"unknown metric {value!r}; expected 'eval_loss' or one of {', '.join(known)}")
+        return value
+
+
+Objective = Literal["sft"]
+"""Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
+together with its recipe, so the schema never accepts an objective that cannot run."""
+
 
 class TrainingConfig(_Section):
     """Optimisation hyperparameters, with the defaults common tutorials recommend."""
 
+    objective: Objective = Field(
+        "sft", description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers."
+    )
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
@@ -363,6 +381,17 @@ class RunConfig(_Section):
     @classmethod
     def _method_from_string(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> "RunConfig":
+        # Virtual tokens are prepended to every row, so packed rows (several examples, positions
+        # restarting at 0) cannot carry them; found here, before a model is loaded or a folder made.
+        if self.data.packing == "on" and isinstance(self.method, PromptLearningMethod):
+            raise ValueError(
+                f"data.packing 'on' cannot be used with method.name '{self.method.name}' "
+                "(its virtual tokens need one example per row); set data.packing to 'auto' or 'off'"
+            )
+        return self
 
     @property
     def run_dir(self) -> Path:

@@ -68,11 +68,9 @@ class RoundtripReport:
 
 
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    if tokenizer.chat_template:
-        return list(tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
-        ))
-    return tokenizer(prompt)["input_ids"]
+    from tuneforge.data.prompts import encode_prompt
+
+    return list(encode_prompt([{"role": "user", "content": prompt}], tokenizer))
 
 
 def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], Any]:
@@ -80,7 +78,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_toke
     and the logits that chose each token (``[batch, step, vocab]``)."""
     import torch
 
-    from tuneforge.eval.generate import stop_token_ids
+    from tuneforge.data.prompts import stop_token_ids
 
     stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
