@@ -121,6 +121,9 @@ def test_identical_models_give_an_interval_around_zero(tiny_model_dir, tickets, 
         lo, hi = comparison.diff_ci
         assert comparison.diff == pytest.approx(0.0, abs=1e-9), name
         assert lo <= 0.0 <= hi, (name, lo, hi)
+        # Paired resampling draws the same examples for both sides, so every resampled difference is
+        # zero: the interval collapses to a point. An unpaired bootstrap would give a wide interval here.
+        assert hi - lo == pytest.approx(0.0, abs=1e-9), (name, lo, hi)
     assert result.changed is None or (not result.changed.wrong_to_right and not result.changed.right_to_wrong)
 
 

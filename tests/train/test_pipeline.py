@@ -95,8 +95,8 @@ def test_other_methods_train_and_save(run_config, tiny_model_dir, method, lr):
 
     from tuneforge.models import load_tokenizer
 
-    path = run_config(name=f"m-{method['name']}", method=method, training={"max_steps": 4, "learning_rate": lr},
-                      eval=LOSS_EVAL)
+    path = run_config(name=f"m-{method['name']}", method=method,
+                      training={"max_steps": 4, "save_steps": 2, "learning_rate": lr}, eval=LOSS_EVAL)
     result = finetune(load_config(path))
     run = RunDir(result.run_dir)
     assert result.global_step == 4
@@ -118,6 +118,14 @@ def test_other_methods_train_and_save(run_config, tiny_model_dir, method, lr):
     assert _loss(base, tokenizer, examples) == pytest.approx(measured.base, abs=1e-5)
     assert abs(measured.tuned - measured.base) > 2e-4
     assert (_logits(saved, tokenizer) - _logits(base, tokenizer)).abs().max() > 1e-3
+    # The saved weights are, bit for bit, the in-memory weights the Trainer checkpointed at the last step,
+    # and differ from those two steps earlier (the loss check alone is too coarse for soft prompts and
+    # IA3 vectors, and a soft prompt differs from the base even untrained).
+    final = _tensors(run.weights)
+    last, earlier = (_tensors(run.checkpoints / f"checkpoint-{step}") for step in (4, 2))
+    assert final.keys() == last.keys() == earlier.keys()
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    assert max(float((final[k] - earlier[k]).abs().max()) for k in final) > 1e-4
 
 
 # Plain SGD at a constant rate, no decay and no clipping: the update is exactly -lr x gradient, so a
