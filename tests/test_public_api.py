@@ -10,8 +10,8 @@ import pytest
 
 PUBLIC_API = {
     "tuneforge": {
-        "ConfigError", "DataError", "EvalError", "ExportError", "ModelError", "RunConfig", "SecurityError",
-        "TuneforgeError", "__version__", "finetune", "load_config",
+        "ConfigError", "DataError", "EvalError", "ExportError", "ModelError", "RunConfig", "RunDirError",
+        "SecurityError", "TrainingError", "TuneforgeError", "__version__", "finetune", "load_config",
     },
     "tuneforge.config": {
         "CleanConfig", "DEFAULT_LR", "DataConfig", "DatasetSource", "EMBEDDED_MODEL", "EarlyStoppingConfig",
@@ -25,12 +25,12 @@ PUBLIC_API = {
     },
     "tuneforge.models": {
         "ALIASES", "LoadedModel", "build_tiny_model", "build_tiny_tokenizer", "cache_dir", "dequantize_gguf", "load",
-        "load_model", "load_tokenizer", "resolve", "save_tiny_model",
+        "load_model", "load_tokenizer", "resolve", "resolve_target", "save_tiny_model", "Target",
     },
     "tuneforge.methods": {"BUILDERS", "PROMPT_LEARNING", "apply", "load_kwargs", "trainable_parameters"},
     "tuneforge.train": {"FinetuneResult", "finetune"},
     "tuneforge.eval": {
-        "ChangedExamples", "EvalResult", "ForgettingResult", "Generations", "METRIC_NAMES", "MetricComparison",
+        "ChangedExamples", "EvalResult", "ForgettingResult", "Generations", "METRIC_NAMES", "MetricComparison", "NO_TEST_ROWS",
         "MetricValues", "PairedInterval", "RunsComparison", "bootstrap_indices", "changed_examples", "compare_runs",
         "evaluate", "generate_answers", "paired_bootstrap", "render_report", "run", "score", "score_outputs",
     },
@@ -43,7 +43,8 @@ PUBLIC_API = {
         "background_server", "create_app", "load_engine", "parse_rate_limit", "run", "served_name",
     },
     "tuneforge.security": {
-        "KeyRecord", "KeyStore", "create_key", "hash_key", "list_keys", "read_keys", "revoke_key", "write_keys",
+        "AuditError", "AuditLog", "KeyRecord", "KeyStore", "VerifyResult", "audited", "create_key", "hash_key",
+        "list_keys", "parse_expiry", "read_keys", "revoke_key", "verify", "write_keys",
     },
 }
 
