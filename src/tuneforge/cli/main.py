@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "keys": "tuneforge.cli.keys:app",
     "merge": "tuneforge.cli.merge:merge",
     "export": "tuneforge.cli.export:export",
+    "lm-eval": "tuneforge.cli.lm_eval:lm_eval",
 }
 
 
