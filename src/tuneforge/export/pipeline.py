@@ -3,7 +3,8 @@
 ``run(source, fmt)`` reads top to bottom: find what the source is, make sure a
 merged Hugging Face folder exists, then write the requested format
 (``hf``: merged model + adapter + README; ``gguf``: GGUF file + Ollama
-Modelfile, checked against the merged model by a greedy round trip).
+Modelfile, checked against the merged model by a greedy round trip, and in
+llama.cpp itself when llama-cpp-python is installed).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from tuneforge.errors import ExportError
 from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
+from tuneforge.export.llamacpp import LlamaCppReport, check_llamacpp, llama_cpp_available
 from tuneforge.export.hf import export_hf
 from tuneforge.export.merging import Source, find_source, is_current, merge_source
-from tuneforge.export.modelfile import build_modelfile, inspect_template
+from tuneforge.export.modelfile import build_modelfile, inspect_template, modelfile_problems, parse_modelfile
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
 
 log = logging.getLogger("tuneforge.export")
@@ -35,6 +37,10 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
     roundtrip: RoundtripReport | None = None
     """The GGUF-vs-merged comparison (gguf with ``check=True``)."""
+    llamacpp: LlamaCppReport | None = None
+    """The same prompts decoded by llama.cpp itself (gguf with ``check=True`` and llama-cpp-python installed)."""
+    modelfile_problems: list[str] = field(default_factory=list)
+    """Where the Modelfile's TEMPLATE/stop disagree with the stop token llama.cpp used (with ``llamacpp``)."""
 
 
 def _default_output(source: Source, fmt: str) -> Path:
@@ -67,7 +73,18 @@ def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: 
         )
     )
     report = check_roundtrip(merged, gguf_path, DEFAULT_PROMPTS, max_new_tokens=16) if check else None
-    return ExportResult("gguf", output, [gguf_path, modelfile], report)
+    in_llamacpp = None
+    if check and llama_cpp_available():
+        in_llamacpp = check_llamacpp(merged, gguf_path, DEFAULT_PROMPTS, n_tokens=16)
+    elif check:
+        log.info("llama-cpp-python is not installed: skipping the check in llama.cpp (pip install 'tuneforge[interop]')")
+    problems = []
+    if in_llamacpp is not None and in_llamacpp.chat is not None and in_llamacpp.chat.stop:
+        # Ollama runs llama.cpp: its Modelfile must stop where llama.cpp's own chat handler stops.
+        problems = modelfile_problems(parse_modelfile(modelfile.read_text()), in_llamacpp.chat.stop[0])
+        for problem in problems:
+            log.warning("Modelfile: %s", problem)
+    return ExportResult("gguf", output, [gguf_path, modelfile], report, in_llamacpp, problems)
 
 
 def run(
@@ -81,7 +98,8 @@ def run(
             (llama.cpp/Ollama file + Modelfile).
         quant: GGUF matrix type: ``"f16"`` or ``"q8_0"`` (``hf`` takes only the default).
         output: The export folder; default ``RUN/export/<fmt>`` (required for non-run sources).
-        check: For gguf, load the file back with transformers and compare greedy completions.
+        check: For gguf, load the file back with transformers and compare greedy completions, and
+            run the same prompts in llama.cpp when llama-cpp-python is installed.
 
     Returns:
         An :class:`ExportResult` with the files written and the round-trip report.
