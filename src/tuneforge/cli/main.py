@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "merge": "tuneforge.cli.merge:merge",
     "export": "tuneforge.cli.export:export",
     "audit": "tuneforge.cli.audit:app",
+    "lm-eval": "tuneforge.cli.lm_eval:lm_eval",
 }
 
 

@@ -67,6 +67,16 @@ class RoundtripReport:
         )
 
 
+def check_inputs(gguf_path: str | Path, prompts: list[str] | tuple[str, ...], who: str) -> tuple[Path, list[str]]:
+    """The GGUF path and prompts of a check, refused when the file is missing or there is no prompt."""
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise ExportError(f"GGUF file not found: {gguf_path}")
+    if not prompts:
+        raise ExportError(f"{who} needs at least one prompt")
+    return gguf_path, list(prompts)
+
+
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     from tuneforge.data.prompts import encode_prompt
 
@@ -142,12 +152,7 @@ def check_roundtrip(
 
     from tuneforge.models import load_model
 
-    gguf_path = Path(gguf_path)
-    if not gguf_path.is_file():
-        raise ExportError(f"GGUF file not found: {gguf_path}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ExportError("check_roundtrip needs at least one prompt")
+    gguf_path, prompts = check_inputs(gguf_path, prompts, "check_roundtrip")
     ref_model, ref_tok, _ = load_model(str(merged_dir))
     try:
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
