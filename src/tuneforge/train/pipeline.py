@@ -61,10 +61,11 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
 
     from tuneforge import data as data_stage
     from tuneforge import methods
-    from tuneforge.data.pack import Collator, pack_examples
+    from tuneforge.data.pack import Collator, training_rows
     from tuneforge.models.load import load_model
     from tuneforge.train import callbacks as cb
-    from tuneforge.train.args import resolve_precision, training_arguments
+    from tuneforge.train.args import packing_enabled, resolve_precision, training_arguments
+    from tuneforge.train.estimate import MIB, check_run
     from tuneforge.train.manifest import build_manifest, peak_rss_mb
     from tuneforge.train.trainer import TuneforgeTrainer
 
@@ -93,15 +94,17 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     # --- method
     model = methods.apply(model, cfg.method)
     trainable, total = methods.trainable_parameters(model)
-    packing = cfg.data.packing != "off" and cfg.method.name not in methods.PROMPT_LEARNING
+    packing = packing_enabled(cfg)
     if cfg.data.packing == "on" and not packing:
         raise ConfigError(f"data.packing: 'on' cannot be used with method '{cfg.method.name}' (virtual tokens)")
-    seq = cfg.training.max_seq_length
-    train_rows = pack_examples(prepared.train, seq, seed=cfg.training.seed) if packing else prepared.train
-    eval_rows = pack_examples(prepared.validation, seq, seed=0) if packing else prepared.validation
+    rows = dict(packed=packing, max_length=cfg.training.max_seq_length, token_budget=cfg.training.token_budget)
+    train_rows = training_rows(prepared.train, **rows, seed=cfg.training.seed)
+    eval_rows = training_rows(prepared.validation, **rows, seed=0)
+    plan = check_run(cfg, model, train_rows, precision=precision, packed=packing, console=console if is_main else None)
 
     # --- train
-    args = training_arguments(cfg, run.checkpoints, precision=precision, has_validation=bool(eval_rows))
+    args = training_arguments(cfg, run.checkpoints, precision=precision, has_validation=bool(eval_rows),
+                              gradient_checkpointing=plan.gradient_checkpointing)
     trainer = TuneforgeTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
         data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
@@ -145,6 +148,7 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
         tokens_per_second=meter.overall(), peak_rss_mb=peak_rss_mb(), global_step=trainer.state.global_step,
         train_loss=output.training_loss, precision=precision, packing=packing,
         trainable_parameters=trainable, total_parameters=total, world_size=args.world_size,
+        estimated_peak_mb=round(plan.memory.total / MIB), gradient_checkpointing=plan.gradient_checkpointing,
     )
     run.manifest.write_text(json.dumps(result.manifest, indent=2), encoding="utf-8")
     console.print(
