@@ -103,6 +103,10 @@ def test_rows_are_sized_by_the_budget_not_max_seq_length():
 
     items = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=600, seed=0)
     assert max(row_length(r) for b in items for r in b.rows) <= 600
+    # pack_length caps a row below the budget (several rows per batch); a longer example gets a row alone.
+    items = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=600, pack_length=200, seed=0)
+    rows = [r for b in items for r in b.rows]
+    assert all(row_length(r) <= 200 or len(r) == 1 for r in rows) and max(len(b.rows) for b in items) >= 3
     # Sized by rows (per_device_batch_size set): the old behaviour, rows up to max_seq_length.
     rows = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=None, seed=0)
     assert isinstance(rows[0], list) and max(row_length(r) for r in rows) > 600

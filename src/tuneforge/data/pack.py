@@ -166,23 +166,26 @@ class Collator:
 
 
 def training_rows(
-    examples: list[dict], *, packed: bool, max_length: int, token_budget: int | None, seed: int = 0
+    examples: list[dict], *, packed: bool, max_length: int, token_budget: int | None, pack_length: int | None = None,
+    seed: int = 0,
 ) -> list[Any]:
     """What the trainer's data loader iterates over: rows (``per_device_batch_size`` at a time), or
     :class:`TokenBatch` es (one at a time) when batches are sized by a token budget.
 
-    With a budget, packed rows are built as long as the budget (not ``max_length``), so a batch is
-    usually one row holding several examples; an example longer than the budget gets a row, and a batch,
-    of its own.
+    With a budget, packed rows are at most ``pack_length`` tokens (not ``max_length``) and a batch
+    holds as many rows as fit the budget; an example longer than a row gets a row of its own, and one
+    longer than the budget a batch of its own.
 
     Args:
         examples: Tokenized examples.
         packed: Pack several examples per row.
         max_length: Row length when sized by rows (``training.max_seq_length``).
         token_budget: Tokens per batch (``training.token_budget``), or None to size by rows.
+        pack_length: Row length when sized by tokens (``training.pack_length``); default: the budget.
         seed: Packing order.
     """
     if token_budget is None:
         return pack_examples(examples, max_length, seed=seed) if packed else examples
-    rows = pack_examples(examples, token_budget, seed=seed, longer_alone=True) if packed else examples
+    row = min(pack_length or token_budget, token_budget)
+    rows = pack_examples(examples, row, seed=seed, longer_alone=True) if packed else examples
     return token_batches(rows, token_budget)

@@ -49,6 +49,15 @@ def packing_enabled(cfg: RunConfig) -> bool:
     return cfg.data.packing != "off" and cfg.method.name not in PROMPT_LEARNING
 
 
+def loader_items(examples: list[dict], cfg: RunConfig, *, seed: int) -> list[Any]:
+    """The dataset the trainer iterates: packed or single rows, grouped by the token budget when it applies."""
+    from tuneforge.data.pack import training_rows
+
+    t = cfg.training
+    return training_rows(examples, packed=packing_enabled(cfg), max_length=t.max_seq_length,
+                         token_budget=t.token_budget, pack_length=t.pack_length, seed=seed)
+
+
 def training_arguments(
     cfg: RunConfig, output_dir: Path, *, precision: str, has_validation: bool, gradient_checkpointing: bool | None = None
 ) -> Any:

@@ -204,7 +204,8 @@ def estimate_memory(
     else:
         activations = layers * one_layer
     mask_copies = (1 if gradient_checkpointing else layers) if batch.masked else 0
-    attention_mask = mask_copies * batch.rows * batch.length ** 2 * 4 + (batch.rows * batch.length ** 2 if batch.masked else 0)
+    # SDPA converts the boolean mask to the query dtype in every layer and keeps that copy for backward.
+    attention_mask = mask_copies * batch.rows * batch.length ** 2 * act + (batch.rows * batch.length ** 2 if batch.masked else 0)
     logits = batch.labelled * shape.vocab * 4 * 3  # logits, fp32 log-softmax, their gradient
     parameters = shape.parameters * 4 + (shape.matmul_parameters * 2 if half else 0)
     optimizer_bytes = shape.trainable * (4 + _OPTIMIZER_STATE_BYTES.get(optimizer, 8))
@@ -328,9 +329,8 @@ def plan_config(cfg: Any, train_examples: list[dict]) -> TrainingPlan:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tuneforge import methods
-    from tuneforge.data.pack import training_rows
     from tuneforge.models import resolve
-    from tuneforge.train.args import packing_enabled, resolve_precision
+    from tuneforge.train.args import loader_items, packing_enabled, resolve_precision
 
     path = resolve(cfg.model)
     config = AutoConfig.from_pretrained(path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
@@ -341,8 +341,7 @@ def plan_config(cfg: Any, train_examples: list[dict]) -> TrainingPlan:
         method = cfg.method if cfg.method.name != "qlora" else cfg.method.model_copy(update={"name": "lora"})
         model = methods.apply(model, method)
     t = cfg.training
-    packed = packing_enabled(cfg)
-    items = training_rows(train_examples, packed=packed, max_length=t.max_seq_length, token_budget=t.token_budget, seed=t.seed)
+    items = loader_items(train_examples, cfg, seed=t.seed)
     precision = resolve_precision(t.precision)
-    return plan_training(model_shape(model), items, t, precision=precision, packed=packed,
+    return plan_training(model_shape(model), items, t, precision=precision, packed=packing_enabled(cfg),
                          flops_per_second=matmul_flops_per_second(precision))

@@ -61,10 +61,10 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
 
     from tuneforge import data as data_stage
     from tuneforge import methods
-    from tuneforge.data.pack import Collator, training_rows
+    from tuneforge.data.pack import Collator
     from tuneforge.models.load import load_model
     from tuneforge.train import callbacks as cb
-    from tuneforge.train.args import packing_enabled, resolve_precision, training_arguments
+    from tuneforge.train.args import loader_items, packing_enabled, resolve_precision, training_arguments
     from tuneforge.train.estimate import MIB, check_run
     from tuneforge.train.manifest import build_manifest, peak_rss_mb
     from tuneforge.train.trainer import TuneforgeTrainer
@@ -97,9 +97,8 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     packing = packing_enabled(cfg)
     if cfg.data.packing == "on" and not packing:
         raise ConfigError(f"data.packing: 'on' cannot be used with method '{cfg.method.name}' (virtual tokens)")
-    rows = dict(packed=packing, max_length=cfg.training.max_seq_length, token_budget=cfg.training.token_budget)
-    train_rows = training_rows(prepared.train, **rows, seed=cfg.training.seed)
-    eval_rows = training_rows(prepared.validation, **rows, seed=0)
+    train_rows = loader_items(prepared.train, cfg, seed=cfg.training.seed)
+    eval_rows = loader_items(prepared.validation, cfg, seed=0)
     plan = check_run(cfg, model, train_rows, precision=precision, packed=packing, console=console if is_main else None)
 
     # --- train
