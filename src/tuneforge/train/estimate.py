@@ -11,7 +11,9 @@ what a training step keeps alive at its peak (the end of the forward pass):
   intermediates, attention q/k/v/output, norm inputs, adapter inputs), plus
   with gradient checkpointing only each layer's input is kept and one layer
   is recomputed at a time;
-- backward workspace: gradients flowing through one layer;
+- workspace: temporaries of forward and backward (products, casts, gradients
+  in flight) that the allocator holds between the saved tensors; measured as
+  a fraction of the saved activations;
 - attention mask: packed or padded rows get a 4-D mask, and SDPA keeps a float
   copy of it per layer (rows x L x L), so long rows cost quadratically;
 - logits: only labelled positions reach the LM head (see ``trainer.py``);
@@ -31,14 +33,19 @@ from typing import Any
 from tuneforge.data.pack import IGNORE_INDEX, TokenBatch
 
 MIB = 1024 * 1024
-# Python + torch + transformers + peft + the tokenizer and the tokenized data, measured before the model
-# is touched (RSS of `tuneforge train` on SmolLM2 at the start of the first step, minus its weights).
-RUNTIME_BYTES = 400 * MIB
+# Python + torch + transformers + peft + tensorboard, the tokenizer and the tokenized data: fitted with
+# _WORKSPACE_FRACTION to the peak RSS of `tuneforge train` runs on SmolLM2 (LoRA, fp32 and bf16).
+RUNTIME_BYTES = 450 * MIB
 # Optimizer state bytes per trainable parameter (fp32 state), on top of the fp32 gradient.
 _OPTIMIZER_STATE_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "adafactor": 1, "sgd": 0, "paged_adamw_8bit": 2}
+# Peak RSS minus everything else, over the saved activations: 0.38-0.47 on SmolLM2 LoRA fp32 runs of
+# 1 x 494, 2 x 204 and 7 x 1022 tokens (`tuneforge train`, /usr/bin/time -v); the allocator keeps the
+# freed temporaries of each layer between the tensors saved for backward.
+_WORKSPACE_FRACTION = 0.4
 # Fraction of the measured matmul rate a whole training step reaches (attention, norms, elementwise ops,
-# the optimizer and Python overhead are slower than one big matmul); measured on SmolLM2 LoRA steps.
-_STEP_EFFICIENCY = 0.45
+# the optimizer and Python overhead are slower than one big matmul): 0.49-0.62 measured on SmolLM2 LoRA
+# steps of 2 x 176 tokens, each timed right after the matmul rate (the CPU is shared, so both vary).
+_STEP_EFFICIENCY = 0.55
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class MemoryEstimate:
     parameters: int
     optimizer: int
     activations: int  # saved for backward
-    workspace: int  # gradients in flight through one layer during backward
+    workspace: int  # temporaries of forward and backward (and allocator slack), in proportion to activations
     attention_mask: int
     logits: int
     runtime: int = RUNTIME_BYTES
@@ -91,7 +98,7 @@ class MemoryEstimate:
 
     def components(self) -> dict[str, int]:
         return {"parameters": self.parameters, "gradients + optimizer state": self.optimizer,
-                "activations saved for backward": self.activations, "backward workspace": self.workspace,
+                "activations saved for backward": self.activations, "forward/backward workspace": self.workspace,
                 "attention mask": self.attention_mask, "logits": self.logits,
                 "runtime (python, torch, data)": self.runtime}
 
@@ -209,7 +216,8 @@ def estimate_memory(
     logits = batch.labelled * shape.vocab * 4 * 3  # logits, fp32 log-softmax, their gradient
     parameters = shape.parameters * 4 + (shape.matmul_parameters * 2 if half else 0)
     optimizer_bytes = shape.trainable * (4 + _OPTIMIZER_STATE_BYTES.get(optimizer, 8))
-    return MemoryEstimate(parameters, optimizer_bytes, activations, 2 * one_layer, attention_mask, logits)
+    workspace = int(activations * _WORKSPACE_FRACTION)
+    return MemoryEstimate(parameters, optimizer_bytes, activations, workspace, attention_mask, logits)
 
 
 def step_flops(shape: ModelShape, batch: BatchShape, *, gradient_checkpointing: bool) -> float:
