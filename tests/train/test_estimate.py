@@ -113,3 +113,20 @@ def test_a_small_memory_limit_trains_with_checkpointing(run_config):
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert result.global_step == 2 and manifest["gradient_checkpointing"] is True
     assert manifest["estimated_peak_mb"] > 1
+
+
+def test_validate_plan_without_weights_matches_the_loaded_model(run_config):
+    """`tuneforge validate` builds the model on the meta device: same shape as the loaded, adapted model."""
+    from tuneforge import methods
+    from tuneforge.data import prepare
+    from tuneforge.models.load import load_model
+    from tuneforge.train.args import loader_items
+    from tuneforge.train.estimate import plan_config
+
+    cfg = load_config(run_config(training={"per_device_batch_size": None}))
+    model, tokenizer, _ = load_model(cfg.model)
+    examples = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed).train
+    planned = plan_config(cfg, examples)
+    loaded = plan_training(model_shape(methods.apply(model, cfg.method)), loader_items(examples, cfg, seed=cfg.training.seed),
+                           cfg.training, precision="fp32", packed=True, memory_limit=planned.memory_limit)
+    assert planned.memory == loaded.memory  # the tiny model ties its embeddings: counted once in both

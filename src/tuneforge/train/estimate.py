@@ -344,7 +344,8 @@ def plan_config(cfg: Any, train_examples: list[dict]) -> TrainingPlan:
     config = AutoConfig.from_pretrained(path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
-        model.tie_weights()  # from_config on the meta device leaves tied embeddings as two tensors
+    model.tie_weights()  # inside init_empty_weights tying makes a second tensor: tie outside it
+    with init_empty_weights():
         # QLoRA's 4-bit base needs CUDA to build; its adapter has the LoRA shape.
         method = cfg.method if cfg.method.name != "qlora" else cfg.method.model_copy(update={"name": "lora"})
         model = methods.apply(model, method)
