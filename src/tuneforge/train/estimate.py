@@ -192,32 +192,39 @@ def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool) -
 def estimate_memory(
     shape: ModelShape, batch: BatchShape, *, precision: str, gradient_checkpointing: bool, optimizer: str = "adamw_torch"
 ) -> MemoryEstimate:
-    """Peak memory of one training step (see the module docstring for the components).
-    """
+    """Peak memory of one training step in bytes (see the module docstring for the components)."""
     half = precision in ("bf16", "fp16")
     act = 2 if half else 4  # bytes of a matmul output under autocast
-    h, i, a, layers = shape.hidden, shape.intermediate, shape.attention_width, shape.layers
-    # Elements kept per token and layer (measured with saved_tensors_hooks on SmolLM2, fp32):
-    # gate, up and SiLU(gate) [3i]; q, k, v repeated to every head, attention output [4a]; norm inputs
-    # and outputs [4h, fp32 even under autocast]; per-head logsumexp; adapter inputs and rank-r projections.
-    per_layer_token = (3 * i + 4 * a) * act + 4 * h * 4 + shape.heads * 4
-    per_layer_token += (shape.adapter_inputs + shape.adapter_rank) * act
-    if shape.full:  # the weight gradients also need the inputs of down_proj and of every projection
-        per_layer_token += (i + 2 * h) * act
-    tokens = batch.tokens
-    one_layer = per_layer_token * tokens
+    h, layers, tokens = shape.hidden, shape.layers, batch.tokens
+    one_layer = _layer_bytes_per_token(shape, act) * tokens
     if gradient_checkpointing:
         activations = layers * h * 4 * tokens + one_layer  # each layer's input, plus the layer being recomputed
     else:
         activations = layers * one_layer
+    # The temporaries are mostly fp32 even under autocast (casts back to the fp32 residual stream and norms),
+    # so the workspace scales with the fp32 size of the activations.
+    workspace = int(activations * _WORKSPACE_FRACTION * _layer_bytes_per_token(shape, 4) / _layer_bytes_per_token(shape, act))
     mask_copies = (1 if gradient_checkpointing else layers) if batch.masked else 0
     # SDPA converts the boolean mask to the query dtype in every layer and keeps that copy for backward.
     attention_mask = mask_copies * batch.rows * batch.length ** 2 * act + (batch.rows * batch.length ** 2 if batch.masked else 0)
     logits = batch.labelled * shape.vocab * 4 * 3  # logits, fp32 log-softmax, their gradient
     parameters = shape.parameters * 4 + (shape.matmul_parameters * 2 if half else 0)
     optimizer_bytes = shape.trainable * (4 + _OPTIMIZER_STATE_BYTES.get(optimizer, 8))
-    workspace = int(activations * _WORKSPACE_FRACTION)
     return MemoryEstimate(parameters, optimizer_bytes, activations, workspace, attention_mask, logits)
+
+
+def _layer_bytes_per_token(shape: ModelShape, act: int) -> int:
+    """Bytes one layer keeps for backward per token, matmul outputs being ``act`` bytes each.
+
+    Measured with saved_tensors_hooks on SmolLM2 (fp32 and bf16 autocast): gate, up and SiLU(gate) [3i];
+    q, k, v repeated to every head and the attention output [4a]; norm inputs and outputs [4h, fp32 even
+    under autocast]; the per-head logsumexp; adapter inputs and rank-r projections.
+    """
+    i, a, h = shape.intermediate, shape.attention_width, shape.hidden
+    n = (3 * i + 4 * a) * act + 4 * h * 4 + shape.heads * 4 + (shape.adapter_inputs + shape.adapter_rank) * act
+    if shape.full:  # the weight gradients also need the inputs of down_proj and of every projection
+        n += (i + 2 * h) * act
+    return n
 
 
 def step_flops(shape: ModelShape, batch: BatchShape, *, gradient_checkpointing: bool) -> float:
