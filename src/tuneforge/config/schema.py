@@ -193,10 +193,12 @@ class EarlyStoppingConfig(_Section):
     greater_is_better: bool | None = Field(None, description="Direction; inferred from the metric when unset.")
 
 
-# Tokens per forward pass by default. Measured on SmolLM2-135M LoRA (2-core CPU): activations cost
-# ~1.4 MB per token in fp32, so 512 tokens keep a step's peak under 2 GB; in packed rows of 256 tokens
-# (pack_length) throughput matched 4 x 256 and beat 1 x 512 by ~10% and 1 x 1024 by ~40%.
-DEFAULT_BATCH_TOKENS = 512
+# Tokens per forward pass by default. Measured on SmolLM2-135M LoRA q/v (2-core CPU, `tuneforge train`):
+# saved activations cost ~1.4 MB per token in fp32 plus ~40% allocator workspace, on top of ~1 GB of
+# weights and runtime. 2 x 192 peaked at 1.75 GiB (fp32) / 1.93 GiB (bf16) where 2 x 256 peaked at
+# 1.82-1.93 / 2.02-2.04 GiB; interleaved steps showed no throughput difference between 2 x 192, 2 x 256,
+# 4 x 256 and 1 x 512, while rows of 1024 were ~30% slower (the block mask is computed densely per row).
+DEFAULT_BATCH_TOKENS = 384
 
 
 class TrainingConfig(_Section):
@@ -219,7 +221,7 @@ class TrainingConfig(_Section):
         "batch of its own.",
     )
     pack_length: int = Field(
-        256, gt=8,
+        192, gt=8,
         description="Longest packed row (tokens) when batches are sized by batch_tokens, independent of "
         "max_seq_length: a batch holds about batch_tokens / pack_length rows. Shorter rows are faster (the "
         "block-diagonal attention mask is computed densely per row); an example longer than this gets a row alone.",
