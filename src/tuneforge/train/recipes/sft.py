@@ -21,8 +21,9 @@ from tuneforge.train.result import FinetuneResult
 def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
     """Fine-tune on the answers of ``cfg.data``; see the module docstring for the order of steps."""
     from tuneforge import methods
-    from tuneforge.data.pack import Collator, pack_examples
-    from tuneforge.train.args import resolve_precision, training_arguments
+    from tuneforge.data.pack import Collator
+    from tuneforge.train.args import loader_items, packing_enabled, resolve_precision, training_arguments
+    from tuneforge.train.estimate import MIB, check_run
     from tuneforge.train.trainer import TuneforgeTrainer
 
     started = time.perf_counter()
@@ -34,13 +35,16 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
     model = methods.apply(model, cfg.method)
     trainable, total = methods.trainable_parameters(model)
     # Virtual tokens (prefix/prompt tuning) need one example per row; the schema refuses packing 'on' with them.
-    packing = cfg.data.packing != "off" and cfg.method.name not in methods.PROMPT_LEARNING
-    seq = cfg.training.max_seq_length
-    train_rows = pack_examples(prepared.train, seq, seed=cfg.training.seed) if packing else prepared.train
-    eval_rows = pack_examples(prepared.validation, seq, seed=0) if packing else prepared.validation
+    packing = packing_enabled(cfg)
+    # Batches sized by a token budget (training.batch_tokens) unless per_device_batch_size is set.
+    train_rows = loader_items(prepared.train, cfg, seed=cfg.training.seed)
+    eval_rows = loader_items(prepared.validation, cfg, seed=0)
+    # Estimated peak memory: warns when over the limit and turns gradient checkpointing on ('auto').
+    plan = check_run(cfg, model, train_rows, precision=precision, packed=packing, console=console if ctx.is_main else None)
 
     # --- train
-    args = training_arguments(cfg, ctx.paths.checkpoints, precision=precision, has_validation=bool(eval_rows))
+    args = training_arguments(cfg, ctx.paths.checkpoints, precision=precision, has_validation=bool(eval_rows),
+                              gradient_checkpointing=plan.gradient_checkpointing)
     trainer = TuneforgeTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
         data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
@@ -69,6 +73,7 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
         tokens_per_second=meter.overall(), global_step=trainer.state.global_step,
         train_loss=output.training_loss, precision=precision, packing=packing,
         trainable_parameters=trainable, total_parameters=total, world_size=args.world_size,
+        estimated_peak_mb=round(plan.memory.total / MIB), gradient_checkpointing=plan.gradient_checkpointing,
     )
     console.print(
         f"[bold green]trained[/] {trainer.state.global_step} steps in {train_seconds:.0f}s, "
