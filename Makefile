@@ -12,6 +12,11 @@ UV_VERSION ?= 0.13.8
 LOCK := requirements.lock
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# llama-cpp-python (the interop extra) is published as source only, and no prebuilt binary may be
+# downloaded: pip compiles it with cmake + a C++ compiler during `make install`, once per machine
+# (the wheel lands in pip's cache, ~/.cache/pip/wheels, and later installs reuse it). A plain CPU
+# build: no OpenMP or BLAS to find, no multimodal (llava) library we do not use.
+export CMAKE_ARGS ?= -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
 
 .PHONY: install quickstart test browser lock clean
 

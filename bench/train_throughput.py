@@ -4,8 +4,9 @@
 
 (a) tutorial: transformers Trainer + PEFT LoRA r=16 on q_proj/v_proj, every row
     padded to max_length 512, fp32, loss on all tokens (DataCollatorForLanguageModeling).
-(b) tuneforge: `tuneforge train` with the same LoRA config (r=16, q_proj/v_proj),
-    plus ablations that switch one lever off (packing, bf16).
+(b) tuneforge: `tuneforge train` with the same LoRA config (r=16, q_proj/v_proj) and the quickstart's
+    batch shape (2 rows x 256), the default batch sizing (a 512-token budget per step), plus ablations
+    that switch one lever off (packing, bf16).
 
 Each variant runs in its own process (so peak RSS is its own) on the same N
 training examples of the quickstart dataset; each trained adapter is then
@@ -141,7 +142,9 @@ def main() -> int:
     _worker("tutorial", str(train), str(work / "tutorial"))
     results["tutorial (Trainer, pad 512, fp32)"] = {**json.loads((work / "tutorial" / "result.json").read_text()),
                                                    "adapter": str(work / "tutorial" / "adapter")}
-    variants = {"tuneforge (packing, bf16 auto)": []}
+    variants = {"tuneforge (packing, bf16 auto)": [],
+                # No batch fields: batches sized by training.batch_tokens (default 512), max_seq_length 1024.
+                "tuneforge defaults (token budget)": ["training.per_device_batch_size=null", "training.max_seq_length=1024"]}
     if args.variants == "all":
         variants.update({"tuneforge, packing off": ["data.packing=off"],
                          "tuneforge, fp32": ["training.precision=fp32"]})

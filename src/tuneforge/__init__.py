@@ -16,6 +16,7 @@ from tuneforge.errors import (
     EvalError,
     ExportError,
     ModelError,
+    RunDirError,
     SecurityError,
     TrainingError,
     TuneforgeError,
@@ -32,6 +33,6 @@ def finetune(config, *, resume: bool = False):
 
 
 __all__ = [
-    "ConfigError", "DataError", "EvalError", "ExportError", "ModelError", "RunConfig", "SecurityError",
+    "ConfigError", "DataError", "EvalError", "ExportError", "ModelError", "RunConfig", "RunDirError", "SecurityError",
     "TrainingError", "TuneforgeError", "__version__", "finetune", "load_config",
 ]

@@ -10,6 +10,7 @@ prints its message (never a traceback) and exits with code 2.
      ├── EvalError        evaluation inputs do not fit the task
      ├── TrainingError    training diverged (a loss or gradient norm became inf/NaN)
      ├── ExportError      a merge or export cannot be done
+     ├── RunDirError      the run directory's state forbids the request (exists, in use, differs on resume)
      └── SecurityError    keys, encryption or unsafe files
           └── AuditError  the audit log cannot be read or written (security/audit.py)
 """
@@ -64,6 +65,11 @@ class TrainingError(TuneforgeError):
 
 class ExportError(TuneforgeError):
     """Merging or exporting a model failed."""
+
+
+class RunDirError(TuneforgeError):
+    """The run directory's state forbids what was asked: it is in use, holds a different run, or has
+    nothing to resume. The config itself may be perfectly valid, hence not a :class:`ConfigError`."""
 
 
 class SecurityError(TuneforgeError):

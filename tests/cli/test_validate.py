@@ -18,6 +18,8 @@ def test_validate_prints_the_data_report(tmp_path, tiny_model_dir, capsys):
     assert main(["validate", str(cfg), "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "config OK" in out and "data OK" in out
+    # The memory and time estimate for this machine, by component.
+    assert "estimated peak memory" in out and "activations saved for backward" in out and "time per epoch" in out
     written = json.loads(report.read_text())
     assert "duplicate" in json.dumps(written) and "malformed" in json.dumps(written)
 

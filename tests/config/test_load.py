@@ -87,6 +87,14 @@ def test_defaults_follow_the_tutorials(tmp_path):
     assert load_config(write(tmp_path, BASE + "method: full\n")).learning_rate == 2e-5
 
 
+def test_batches_are_sized_by_tokens_unless_rows_are_set(tmp_path):
+    assert load_config(write(tmp_path, BASE)).training.token_budget == 384
+    assert load_config(write(tmp_path, BASE + "training: {per_device_batch_size: 4}\n")).training.token_budget is None
+    assert load_config(write(tmp_path, BASE + "training: {batch_tokens: 2048}\n")).training.token_budget == 2048
+    with pytest.raises(ConfigError, match="batch_tokens.*per_device_batch_size"):
+        load_config(write(tmp_path, BASE + "training: {batch_tokens: 2048, per_device_batch_size: 4}\n"))
+
+
 def test_relative_data_paths_resolve_against_the_config_folder(tmp_path):
     (tmp_path / "data.jsonl").write_text("{}\n")
     cfg = load_config(write(tmp_path, BASE))

@@ -69,3 +69,54 @@ def test_pack_examples_fits_rows_and_keeps_every_example():
     assert sorted(len(e["input_ids"]) for row in rows for e in row) == sorted(len(e["input_ids"]) for e in examples)
     assert len(rows) == 4  # 37 tokens need at least 4 rows of 10
     assert rows == pack_examples(examples, 10, seed=3)
+
+
+def _lengths(n, seed=0):
+    import random
+
+    rng = random.Random(seed)
+    return [{"input_ids": [1] * k, "labels": [1] * k} for k in (rng.randint(1, 300) for _ in range(n))]
+
+
+def test_token_batches_never_exceed_the_budget_and_keep_every_row(tiny_tokenizer):
+    from tuneforge.data.pack import TokenBatch, token_batches, training_rows
+
+    examples = _lengths(200) + [{"input_ids": [1] * 700, "labels": [1] * 700}]  # longer than the budget
+    for packed in (True, False):
+        items = training_rows(examples, packed=packed, max_length=1024, token_budget=512, seed=1)
+        assert all(isinstance(b, TokenBatch) for b in items)
+        collate = Collator(tiny_tokenizer.pad_token_id, packed=packed)
+        kept = 0
+        for item in items:
+            batch = collate([item])  # the loader hands over one TokenBatch at a time
+            kept += int(batch["num_tokens"])
+            # Padded size within the budget, except a lone example longer than it.
+            assert batch["input_ids"].numel() <= 512 or batch["input_ids"].shape == (1, 700), batch["input_ids"].shape
+        assert kept == sum(len(e["input_ids"]) for e in examples)
+    # Unpacked: rows of similar length share a batch, so several short examples fill one budget.
+    short = token_batches(_lengths(50, seed=2), 512)
+    assert max(len(b.rows) for b in short) > 2
+
+
+def test_rows_are_sized_by_the_budget_not_max_seq_length():
+    from tuneforge.data.pack import row_length, training_rows
+
+    items = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=600, seed=0)
+    assert max(row_length(r) for b in items for r in b.rows) <= 600
+    # pack_length caps a row below the budget (several rows per batch); a longer example gets a row alone.
+    items = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=600, pack_length=200, seed=0)
+    rows = [r for b in items for r in b.rows]
+    assert all(row_length(r) <= 200 or len(r) == 1 for r in rows) and max(len(b.rows) for b in items) >= 3
+    # Sized by rows (per_device_batch_size set): the old behaviour, rows up to max_seq_length.
+    rows = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=None, seed=0)
+    assert isinstance(rows[0], list) and max(row_length(r) for r in rows) > 600
+
+
+def test_an_example_longer_than_the_row_is_an_error_unless_alone_is_allowed():
+    import pytest
+
+    examples = [{"input_ids": [1] * n, "labels": [1] * n} for n in (5, 30, 12, 50, 7)]
+    with pytest.raises(ValueError, match="50 tokens"):
+        pack_examples(examples, 40, seed=0)
+    rows = pack_examples(examples, 40, seed=0, longer_alone=True)
+    assert [len(r) for r in rows if sum(len(e["input_ids"]) for e in r) > 40] == [1]

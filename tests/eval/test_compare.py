@@ -89,10 +89,3 @@ def test_changed_examples():
     assert changed.metric == "exact_match"
     assert changed_examples("accuracy", [1, 1], [1, 1]).wrong_to_right == []
 
-
-def test_public_api_is_exported():
-    import tuneforge.eval as ev
-
-    assert {"run", "score", "evaluate", "EvalResult", "render_report", "compare_runs"} <= set(ev.__all__)
-    assert all(hasattr(ev, name) for name in ev.__all__)
-    assert callable(ev.run) and callable(ev.score)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,14 @@ def test_compare_bad_inputs(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(EvalError, match="no evaluation found"):
         compare_runs([tmp_path / "a", tmp_path / "b"])
+
+
+def test_report_without_matplotlib_says_why(tmp_path, monkeypatch):
+    # matplotlib is the optional 'plots' extra: without it the report is still written, without images.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec then reports it missing
+    save_outputs(_result(), PREDICTIONS, tmp_path / "eval")
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert not list((tmp_path / "eval").glob("*.png"))
+    assert "plots skipped: matplotlib is not installed (pip install 'tuneforge[plots]')" in md
+    assert "| accuracy | 3 | 0.5 | 0.8 | +0.3 | [+0.2, +0.4] | better |" in md
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -45,8 +46,8 @@ def test_run_lora_against_base(tuned, tiny_model_dir, tickets, general_text, tmp
     assert result.metrics["loss"].base == pytest.approx(fresh["loss"], rel=1e-5)
     assert result.metrics["loss"].tuned != pytest.approx(fresh["loss"], rel=1e-3)  # the LoRA changed the model
     assert result.metrics["loss"].diff == pytest.approx(result.metrics["loss"].tuned - result.metrics["loss"].base)
-    lo, hi = result.metrics["loss"].diff_ci
-    assert lo <= hi
+    # The CI of the loss difference: the per-example differences say what it must look like.
+    _assert_sensible_interval(result.metrics["loss"], _per_example_diffs(tmp_path / "eval", "loss"))
 
     # Forgetting: the same general-text perplexity as the base model measured directly.
     texts = load_reference_texts(ForgettingConfig(data=str(general_text)))
@@ -70,6 +71,60 @@ def test_run_lora_against_base(tuned, tiny_model_dir, tickets, general_text, tmp
     # The adapter is switched back on afterwards: the tuned loss is measured again.
     again = score(tuned.model, tuned.tokenizer, tickets, cfg, metrics=["loss"], max_seq_length=256)["loss"]
     assert again == pytest.approx(result.metrics["loss"].tuned, rel=1e-6)
+
+
+def _assert_sensible_interval(comparison, per_example: np.ndarray) -> None:
+    """A paired-bootstrap 95% CI brackets its point estimate and is as wide as the per-example spread implies."""
+    lo, hi = comparison.diff_ci
+    assert lo <= comparison.diff <= hi, (lo, comparison.diff, hi)
+    # A resampled mean lies within the per-example differences, so the interval does too...
+    assert per_example.min() - 1e-9 <= lo < hi <= per_example.max() + 1e-9, (lo, hi, per_example)
+    # ...and its width is about a normal interval's, 2 x 1.96 standard errors (loose: 6 examples, token-weighted).
+    normal_width = 2 * 1.96 * per_example.std() / np.sqrt(len(per_example))
+    assert 0.3 * normal_width < hi - lo < 2.0 * normal_width, (hi - lo, normal_width)
+
+
+def _per_example_diffs(eval_dir, metric: str) -> np.ndarray:
+    rows = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text().splitlines()]
+    return np.array([r["tuned_scores"][metric] - r["base_scores"][metric] for r in rows])
+
+
+def test_a_clear_difference_gives_an_interval_that_excludes_zero(tiny_model_dir, tickets, tmp_path):
+    # The base model with its final norm scaled up 30x: its near-uniform predictions turn peaked and
+    # (being random) wrong, so every example's answer loss rises; the unchanged base is the baseline.
+    from tuneforge.models import load_tokenizer
+
+    worse = load_model(str(tiny_model_dir))[0]
+    with torch.no_grad():
+        worse.model.norm.weight.mul_(30)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    base = LoadedModel(load_model(str(tiny_model_dir))[0], tokenizer, str(tiny_model_dir))
+    cfg = EvalConfig(metrics=["loss"], forgetting={"enabled": False}, baseline=str(tiny_model_dir), **FAST)
+    result = run(cfg, tuned=LoadedModel(worse, tokenizer, str(tiny_model_dir)), baseline=base, examples=tickets,
+                 out_dir=tmp_path, max_seq_length=256)
+    per_example = _per_example_diffs(tmp_path, "loss")
+    assert (per_example > 1.0).all(), per_example  # the premise: a clear, one-sided change
+    _assert_sensible_interval(result.metrics["loss"], per_example)
+    assert result.metrics["loss"].diff_ci[0] > 0
+
+
+def test_identical_models_give_an_interval_around_zero(tiny_model_dir, tickets, tmp_path):
+    # The base model against a separately loaded copy of itself: every difference is zero, so the
+    # interval must include zero (a CI that excluded it would claim an improvement that is not there).
+    from tuneforge.models import load_tokenizer
+
+    tuned = LoadedModel(load_model(str(tiny_model_dir))[0], load_tokenizer(tiny_model_dir), str(tiny_model_dir))
+    copy = LoadedModel(load_model(str(tiny_model_dir))[0], load_tokenizer(tiny_model_dir), str(tiny_model_dir))
+    cfg = EvalConfig(labels=LABELS, forgetting={"enabled": False}, baseline=str(tiny_model_dir), **FAST)
+    result = run(cfg, tuned=tuned, baseline=copy, examples=tickets, out_dir=tmp_path, max_seq_length=256)
+    for name, comparison in result.metrics.items():
+        lo, hi = comparison.diff_ci
+        assert comparison.diff == pytest.approx(0.0, abs=1e-9), name
+        assert lo <= 0.0 <= hi, (name, lo, hi)
+        # Paired resampling draws the same examples for both sides, so every resampled difference is
+        # zero: the interval collapses to a point. An unpaired bootstrap would give a wide interval here.
+        assert hi - lo == pytest.approx(0.0, abs=1e-9), (name, lo, hi)
+    assert result.changed is None or (not result.changed.wrong_to_right and not result.changed.right_to_wrong)
 
 
 def test_summary_table_lists_metrics(tuned, tickets, tmp_path):

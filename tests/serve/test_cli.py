@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tuneforge.cli import main as cli_main
@@ -74,3 +77,16 @@ def test_keys_create_with_scopes(cli, tmp_path):
 def test_serve_help_lists_hardening_options(cli):
     code, out, _ = cli("serve", "--help")
     assert code == 0 and "--trust-remote-code" in out and "--body-timeout" in out
+
+
+def test_serve_without_its_extra_names_it(tmp_path):
+    # A fresh interpreter in which fastapi cannot be imported: `tuneforge serve` names the extra to install.
+    code = (
+        "import sys; sys.modules['fastapi'] = None\n"
+        "from tuneforge.cli.main import main\n"
+        "sys.exit(main(['serve', 'smollm2-135m-instruct']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'tuneforge[serve]'" in done.stderr and "fastapi" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -183,3 +183,61 @@ def test_batching_off_runs_one_request_per_generate(tiny_model_dir):
     asyncio.run(main())
     engine.close()
     assert engine.batcher.stats["batches"] == 3 and engine.batcher.stats["max_batch_rows"] == 1
+
+
+def test_serve_stops_at_the_end_of_turn_token_when_eos_is_another_token(tiny_model_dir, tmp_path):
+    # A model like many base checkpoints: eos is <|endoftext|>, but the chat template ends a turn with
+    # <|im_end|>, the token a tuned model emits when its answer is done.
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.models import load_tokenizer
+    from tuneforge.serve.engine import Engine
+    from tuneforge.models import load
+
+    tok = load_tokenizer(tiny_model_dir)
+    tok.eos_token = "<|endoftext|>"
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(str(tmp_path / "m"))
+    tok.save_pretrained(str(tmp_path / "m"))
+    loaded = load(tmp_path / "m")
+    im_end = loaded.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert loaded.tokenizer.eos_token_id != im_end
+
+    def answer_then_end_turn(module, args, logits):  # the real model, steered to end its turn at once
+        logits = logits.clone()
+        logits[..., im_end] = 1e4
+        return logits
+
+    loaded.model.lm_head.register_forward_hook(answer_then_end_turn)
+    engine = Engine(loaded, name="eot", batching=BatchingConfig(max_batch_size=1, window_ms=1))
+    try:
+        prompt = engine.encode_chat([{"role": "user", "content": "Where is my parcel?"}])
+
+        async def main():
+            handle = engine.submit(GenerationRequest("eot", [prompt], SamplingParams(max_tokens=8, temperature=0)))
+            return (await handle.result())[0]
+
+        out = asyncio.run(main())
+    finally:
+        engine.close()
+    assert (out.finish_reason, out.completion_tokens, out.text) == ("stop", 1, "")
+
+
+def test_serve_chat_works_for_a_model_without_a_chat_template(tiny_model_dir, tmp_path):
+    # Such a model trains on tuneforge's fallback format; chat must render prompts the same way.
+    from tuneforge.data.prompts import render_prompt
+    from tuneforge.models import load, load_tokenizer
+    from tuneforge.serve.engine import Engine
+
+    loaded = load(tiny_model_dir)
+    loaded.tokenizer.chat_template = None
+    engine = Engine(loaded, name="plain", batching=BatchingConfig(max_batch_size=1, window_ms=1))
+    try:
+        messages = [{"role": "user", "content": "hello"}]
+        ids = engine.encode_chat(messages)
+    finally:
+        engine.close()
+    text = loaded.tokenizer.decode(ids)
+    assert text.endswith("### Assistant:\n") and "### User:\nhello" in text
+    assert text == loaded.tokenizer.decode(loaded.tokenizer(render_prompt(messages, loaded.tokenizer))["input_ids"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tuneforge import ConfigError, finetune, load_config
+import pytest
+
+from tuneforge import RunDirError, finetune, load_config
 from tuneforge.cli.main import main
 from tuneforge.data.load import source_digest
 from tuneforge.rundir import RunDir
@@ -44,11 +46,9 @@ def test_a_run_is_audited_from_start_to_end(run_config, capsys):
 def test_a_failed_run_is_audited_as_error(run_config):
     path = run_config()
     finetune(load_config(path))
-    try:
-        finetune(load_config(path))  # the run directory exists: refused
-    except ConfigError:
-        pass
+    with pytest.raises(RunDirError):  # the finished run under another config: refused
+        finetune(load_config(path, ["training.learning_rate=0.1"]))
     cfg = load_config(path)
     entries = [json.loads(line) for line in (cfg.run_dir.parent / "audit.jsonl").read_text().splitlines()]
     assert [e["status"] for e in entries] == ["started", "success", "started", "error"]
-    assert entries[-1]["details"]["error"].startswith("ConfigError: invalid config: run directory")
+    assert entries[-1]["details"]["error"].startswith("RunDirError: ")

@@ -22,7 +22,7 @@ def export(
         Optional[Path], typer.Option("--output", "-o", help="Export folder (default: RUN/export/<format>).")
     ] = None,
     check: Annotated[
-        bool, typer.Option("--check/--no-check", help="GGUF: reload the file and compare greedy completions.")
+        bool, typer.Option("--check/--no-check", help="GGUF: reload the file (transformers, and llama.cpp if installed) and compare greedy completions.")
     ] = True,
     overwrite: bool = overwrite_option(),
     trust_remote_code: bool = trust_remote_code_option(),
@@ -44,4 +44,7 @@ def export(
         for c in result.roundtrip.checks:
             mark = "same" if c.identical else f"{c.token_agreement:.0%}"
             typer.echo(f"  [{mark}] {c.prompt!r} -> {c.exported!r}")
+    if result.llamacpp is not None:
+        typer.echo(result.llamacpp.summary())
+        typer.echo(result.llamacpp.table())
     return 0

@@ -21,7 +21,7 @@ def generate(
 ) -> int:
     """Answer one or more prompts with a model or a fine-tuned run."""
     from tuneforge.config.schema import GenerationConfig
-    from tuneforge.data import render_prompt
+    from tuneforge.data.prompts import render_prompt
     from tuneforge.eval.generate import generate_texts
     from tuneforge.models import load
 
@@ -51,7 +51,7 @@ def chat(
     import torch
     from transformers import TextStreamer
 
-    from tuneforge.eval.generate import stop_token_ids
+    from tuneforge.data.prompts import encode_prompt, stop_token_ids
     from tuneforge.models import load
 
     warn_trust_remote_code(trust_remote_code, target)
@@ -74,7 +74,9 @@ def chat(
         if not text:
             continue
         history.append({"role": "user", "content": text})
-        enc = tok.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        # Rendered as in training: the chat template, or the fallback format of a model without one.
+        ids = torch.tensor([encode_prompt(history, tok)])
+        enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
         typer.echo("model> ", nl=False)
         with torch.inference_mode():

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tuneforge.errors import TuneforgeError
 
@@ -30,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "merge": "tuneforge.cli.merge:merge",
     "export": "tuneforge.cli.export:export",
     "audit": "tuneforge.cli.audit:app",
+    "lm-eval": "tuneforge.cli.lm_eval:lm_eval",
     "ui": "tuneforge.cli.ui:ui",
 }
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = build_app()(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
     except TuneforgeError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, not wrapped at 80
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # one line, not wrapped at 80
         return 2
     except (typer.Abort, KeyboardInterrupt):
         console.print("aborted")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if show is not None:
             show()
         else:
-            console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(exc.format_message())}", highlight=False)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

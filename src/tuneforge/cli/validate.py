@@ -12,12 +12,14 @@ def validate(
     overrides: list[str] = typer.Option([], "--set", help="Override a config field (repeatable)."),
     report: Path = typer.Option(None, "--report", help="Also write the data report as JSON here."),
 ) -> int:
-    """Validate the config and what it points to, read and clean the data with the model's tokenizer, and print the data report."""
+    """Validate the config and what it points to, read and clean the data with the model's tokenizer, print the data
+    report and an estimate of peak memory and time per epoch on this machine (warning when it exceeds the memory limit)."""
     from rich.console import Console
 
     from tuneforge import load_config
     from tuneforge.data import prepare
     from tuneforge.models import load_tokenizer, resolve
+    from tuneforge.train.estimate import plan_config
 
     from tuneforge.config.preflight import preflight
 
@@ -34,4 +36,6 @@ def validate(
         f"[green]data OK[/]: {len(prepared.train)} train, {len(prepared.validation_examples)} validation, "
         f"{len(prepared.test_examples)} test examples ({prepared.format} format)"
     )
+    for line in plan_config(cfg, prepared.train).lines():
+        console.print(f"[yellow]{line}[/]" if line.startswith("warning") else line, highlight=False)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -234,16 +234,58 @@ class EarlyStoppingConfig(_Section):
     threshold: Float = Field(0.0, ge=0, description="Minimum improvement that counts.")
     greater_is_better: bool | None = Field(None, description="Direction; inferred from the metric when unset.")
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        # Checked here, not when the first evaluation runs: a typo would otherwise cost a whole
+        # model load and the steps up to the first evaluation.
+        known = get_args(MetricName)
+        if value.removeprefix("eval_") not in known:
+            raise ValueError(f"unknown metric {value!r}; expected 'eval_loss' or one of {', '.join(known)}")
+        return value
+
+
+Objective = Literal["sft"]
+"""Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
+together with its recipe, so the schema never accepts an objective that cannot run."""
+
+
+# Tokens per forward pass by default. Measured on SmolLM2-135M LoRA q/v (2-core CPU, `tuneforge train`):
+# saved activations cost ~1.4 MB per token in fp32 plus ~40% allocator workspace, on top of ~1 GB of
+# weights and runtime. 2 x 192 peaked at 1.75 GiB (fp32) / 1.93 GiB (bf16) where 2 x 256 peaked at
+# 1.82-1.93 / 2.02-2.04 GiB; interleaved steps showed no throughput difference between 2 x 192, 2 x 256,
+# 4 x 256 and 1 x 512, while rows of 1024 were ~30% slower (the block mask is computed densely per row).
+DEFAULT_BATCH_TOKENS = 384
+
 
 class TrainingConfig(_Section):
     """Optimisation hyperparameters, with the defaults common tutorials recommend."""
 
+    objective: Objective = Field(
+        "sft", description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers."
+    )
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
     epochs: Float = Field(3.0, gt=0, description="Passes over the training set (ignored when max_steps is set).")
     max_steps: Int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
-    per_device_batch_size: Int = Field(8, gt=0, description="Sequences per device per forward pass.")
+    per_device_batch_size: Int | None = Field(
+        None, gt=0,
+        description="Rows per device per forward pass, each up to max_seq_length tokens (packed rows hold several "
+        "examples, so memory varies with the data). Unset: batches are sized by batch_tokens instead.",
+    )
+    batch_tokens: Int | None = Field(
+        None, gt=8,
+        description=f"Token budget per device per forward pass, padding included (rows x padded length); default "
+        f"{DEFAULT_BATCH_TOKENS} when per_device_batch_size is unset. An example longer than the budget forms a "
+        "batch of its own.",
+    )
+    pack_length: Int = Field(
+        192, gt=8,
+        description="Longest packed row (tokens) when batches are sized by batch_tokens, independent of "
+        "max_seq_length: a batch holds about batch_tokens / pack_length rows. Shorter rows are faster (the "
+        "block-diagonal attention mask is computed densely per row); an example longer than this gets a row alone.",
+    )
     gradient_accumulation_steps: Int = Field(1, gt=0, description="Forward passes per optimiser step.")
     warmup_ratio: Float | None = Field(0.03, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
     warmup_steps: Int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")
@@ -259,7 +301,15 @@ class TrainingConfig(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the device supports it, else fp32."
     )
-    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="Recompute activations in backward to save memory (~1/3 more compute). auto: on only when the "
+        "memory estimate exceeds memory_limit_mb.",
+    )
+    memory_limit_mb: Int | None = Field(
+        None, gt=0, description="Memory the run may use (MiB), for the estimate and auto checkpointing; default: "
+        "the RAM (or GPU memory) available when training starts.",
+    )
     logging_steps: Int = Field(10, gt=0, description="Log loss/lr/throughput every N steps.")
     save_strategy: Literal["no", "steps", "epoch"] = Field("steps", description="When to write checkpoints.")
     save_steps: Int = Field(100, gt=0, description="Checkpoint every N steps (save_strategy=steps).")
@@ -273,8 +323,20 @@ class TrainingConfig(_Section):
         default_factory=lambda: ["tensorboard"], description="Experiment trackers."
     )
 
+    @property
+    def token_budget(self) -> int | None:
+        """Tokens per forward pass when batches are sized by tokens; None when sized by per_device_batch_size."""
+        if self.batch_tokens is not None:
+            return self.batch_tokens
+        return DEFAULT_BATCH_TOKENS if self.per_device_batch_size is None else None
+
     @model_validator(mode="after")
     def _cross_field(self) -> "TrainingConfig":
+        if self.batch_tokens is not None and self.per_device_batch_size is not None:
+            raise ValueError(
+                "training.batch_tokens and training.per_device_batch_size both size a batch; set only one "
+                f"(got batch_tokens={self.batch_tokens}, per_device_batch_size={self.per_device_batch_size})"
+            )
         if self.early_stopping is not None and self.eval_strategy == "no":
             raise ValueError(
                 "training.early_stopping needs training.eval_strategy 'steps' or 'epoch' (it is 'no')"
@@ -363,6 +425,17 @@ class RunConfig(_Section):
     @classmethod
     def _method_from_string(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> "RunConfig":
+        # Virtual tokens are prepended to every row, so packed rows (several examples, positions
+        # restarting at 0) cannot carry them; found here, before a model is loaded or a folder made.
+        if self.data.packing == "on" and isinstance(self.method, PromptLearningMethod):
+            raise ValueError(
+                f"data.packing 'on' cannot be used with method.name '{self.method.name}' "
+                "(its virtual tokens need one example per row); set data.packing to 'auto' or 'off'"
+            )
+        return self
 
     @property
     def run_dir(self) -> Path:

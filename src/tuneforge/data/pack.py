@@ -6,6 +6,10 @@ padding. Examples in a row must not attend to each other: each example's
 from which transformers (``masking_utils.find_packed_sequence_indices``)
 builds a block-diagonal causal mask. The first token of every example gets
 label -100 so no example is trained to predict across a boundary.
+
+Batches are sized either by rows (``per_device_batch_size``) or by a token
+budget (:func:`token_batches`): packed rows make "8 rows" mean anything from
+8 to 8 x max_length tokens, and activation memory grows with tokens, not rows.
 """
 
 from __future__ import annotations
@@ -19,23 +23,26 @@ import torch
 from tuneforge.data.template import IGNORE_INDEX
 
 
-def pack_examples(examples: list[dict], max_length: int, *, seed: int = 0) -> list[list[dict]]:
+def pack_examples(
+    examples: list[dict], max_length: int, *, seed: int = 0, longer_alone: bool = False
+) -> list[list[dict]]:
     """Group tokenized examples into rows of at most ``max_length`` tokens (first fit, seeded order).
 
     First fit over a seeded shuffle keeps rows random (unlike sorting by length)
-    while wasting little space. Examples longer than ``max_length`` must have
-    been dropped or truncated before.
+    while wasting little space.
 
     Args:
         examples: ``{"input_ids", "labels"}`` dicts.
         max_length: Token capacity of a row.
         seed: Order of the shuffle.
+        longer_alone: An example longer than ``max_length`` gets a row of its own (when rows are
+            sized by a token budget shorter than ``training.max_seq_length``); off: it is an error.
 
     Returns:
-        Rows, each a list of examples whose lengths sum to at most ``max_length``.
+        Rows, each a list of examples whose lengths sum to at most ``max_length`` (or one longer example).
 
     Raises:
-        ValueError: an example is longer than ``max_length``.
+        ValueError: an example is longer than ``max_length`` and ``longer_alone`` is off.
     """
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
@@ -44,7 +51,11 @@ def pack_examples(examples: list[dict], max_length: int, *, seed: int = 0) -> li
     for i in order:
         n = len(examples[i]["input_ids"])
         if n > max_length:
-            raise ValueError(f"example of {n} tokens does not fit a packed row of {max_length}")
+            if not longer_alone:
+                raise ValueError(f"example of {n} tokens does not fit a packed row of {max_length}")
+            rows.append([examples[i]])
+            free.append(0)
+            continue
         for r, space in enumerate(free):
             if n <= space:
                 rows[r].append(examples[i])
@@ -56,6 +67,50 @@ def pack_examples(examples: list[dict], max_length: int, *, seed: int = 0) -> li
     return rows
 
 
+@dataclass(frozen=True)
+class TokenBatch:
+    """Rows that form one batch by themselves (the data loader then takes one ``TokenBatch`` at a time)."""
+
+    rows: list[Any]
+
+
+def row_length(row: Any) -> int:
+    """Tokens in a row: a packed row (list of examples) or a single example."""
+    examples = row if isinstance(row, list) else [row]
+    return sum(len(ex["input_ids"]) for ex in examples)
+
+
+def token_batches(rows: list[Any], budget: int) -> list[TokenBatch]:
+    """Group rows into batches whose padded size (rows x longest row) is at most ``budget`` tokens.
+
+    Rows are taken shortest first so each batch holds rows of similar length
+    (little padding); the trainer's sampler shuffles the order of the batches.
+    A row longer than the budget forms a batch of its own.
+
+    Args:
+        rows: Packed rows (lists of examples) or single examples.
+        budget: Token budget per batch, padding included.
+
+    Returns:
+        Batches covering every row exactly once.
+
+    Example:
+        >>> [len(b.rows) for b in token_batches([{"input_ids": [1] * 3}] * 5, budget=8)]
+        [2, 2, 1]
+    """
+    batches: list[TokenBatch] = []
+    current: list[Any] = []
+    for row in sorted(rows, key=row_length):  # stable: equal lengths keep their (seeded) order
+        longest = row_length(row)  # ascending order: the newest row is the longest
+        if current and (len(current) + 1) * longest > budget:
+            batches.append(TokenBatch(current))
+            current = []
+        current.append(row)
+    if current:
+        batches.append(TokenBatch(current))
+    return batches
+
+
 @dataclass
 class Collator:
     """Turn rows (packed: lists of examples; unpacked: single examples) into a padded batch.
@@ -63,6 +118,7 @@ class Collator:
     Packed batches carry ``position_ids`` and no ``attention_mask``; unpacked
     batches carry an ``attention_mask``. Every batch carries ``num_tokens``
     (real, non-pad tokens), which the trainer pops to measure throughput.
+    A :class:`TokenBatch` item (loader batch size 1) contributes its rows.
     """
 
     pad_token_id: int
@@ -70,6 +126,7 @@ class Collator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: list[Any]) -> dict[str, torch.Tensor]:
+        rows = [r for item in rows for r in (item.rows if isinstance(item, TokenBatch) else [item])]
         seqs = [self._row(r) for r in rows]
         longest = max(len(ids) for ids, _, _ in seqs)
         if self.pad_to_multiple_of:
@@ -106,3 +163,29 @@ class Collator:
             labels += ex_labels
             pos += list(range(len(ex["input_ids"])))
         return ids, labels, pos
+
+
+def training_rows(
+    examples: list[dict], *, packed: bool, max_length: int, token_budget: int | None, pack_length: int | None = None,
+    seed: int = 0,
+) -> list[Any]:
+    """What the trainer's data loader iterates over: rows (``per_device_batch_size`` at a time), or
+    :class:`TokenBatch` es (one at a time) when batches are sized by a token budget.
+
+    With a budget, packed rows are at most ``pack_length`` tokens (not ``max_length``) and a batch
+    holds as many rows as fit the budget; an example longer than a row gets a row of its own, and one
+    longer than the budget a batch of its own.
+
+    Args:
+        examples: Tokenized examples.
+        packed: Pack several examples per row.
+        max_length: Row length when sized by rows (``training.max_seq_length``).
+        token_budget: Tokens per batch (``training.token_budget``), or None to size by rows.
+        pack_length: Row length when sized by tokens (``training.pack_length``); default: the budget.
+        seed: Packing order.
+    """
+    if token_budget is None:
+        return pack_examples(examples, max_length, seed=seed) if packed else examples
+    row = min(pack_length or token_budget, token_budget)
+    rows = pack_examples(examples, row, seed=seed, longer_alone=True) if packed else examples
+    return token_batches(rows, token_budget)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from tuneforge.config.schema import GenerationConfig
+from tuneforge.data.prompts import add_special_tokens, stop_token_ids  # noqa: F401  (stop_token_ids: re-exported)
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,10 @@ class Generations:
         return len(self.texts) / self.seconds if self.seconds > 0 else float("inf")
 
 
-def stop_token_ids(tokenizer: Any, model: Any | None = None) -> list[int]:
-    """Token ids that end an answer: the template's end-of-turn token, eos, and the model's own eos ids."""
-    from tuneforge.data import end_of_turn_token
-
-    ids = [tokenizer.convert_tokens_to_ids(end_of_turn_token(tokenizer)), tokenizer.eos_token_id]
-    model_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += model_eos if isinstance(model_eos, list) else [model_eos]
-    return list(dict.fromkeys(i for i in ids if i is not None))
-
-
 def render_prompts(tokenizer: Any, examples: Sequence[dict]) -> list[str]:
     """Each example's prompt messages as the model sees them before answering (chat template + generation prompt)."""
-    from tuneforge.data import prompt_messages, render_prompt
+    from tuneforge.data import prompt_messages
+    from tuneforge.data.prompts import render_prompt
 
     return [render_prompt(prompt_messages(ex), tokenizer) for ex in examples]
 
@@ -86,13 +78,11 @@ def generate_answers(
 
 def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], gen: GenerationConfig, *, seed: int = 42) -> Generations:
     """Generate one answer per already-rendered prompt (see :func:`generate_answers`)."""
-    from tuneforge.data.template import has_chat_template
     from tuneforge.eval.length import prompt_budget
 
     if gen.max_new_tokens is None:
         raise ValueError("generate_texts needs gen.max_new_tokens; resolve it first (tuneforge.eval.length)")
-    # A chat template writes its own BOS; the fallback format relies on the tokenizer adding it.
-    special = not has_chat_template(tokenizer)
+    special = add_special_tokens(tokenizer)
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=special)["input_ids"]]
     limit = prompt_budget(model, gen.max_new_tokens)
     prompt_truncated = [limit is not None and n > limit for n in lengths]

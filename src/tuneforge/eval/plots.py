@@ -1,20 +1,38 @@
 """PNG plots for the report: training/validation loss curves, base-vs-tuned bars, runs side by side.
 
 matplotlib runs on the Agg backend (no display needed) through an explicit
-``Figure``, so no global pyplot state is touched.
+``Figure``, so no global pyplot state is touched. It is an optional extra
+(``tuneforge[plots]``): without it every plot function returns ``None`` and the
+report is written without images, saying why.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+import importlib.util
+import logging
 from pathlib import Path
 
 from tuneforge.eval.jsonl import parse_json_lines
 from tuneforge.eval.result import MetricComparison
 
 
+log = logging.getLogger("tuneforge.eval")
+
+NO_PLOTS = "plots skipped: matplotlib is not installed (pip install 'tuneforge[plots]')"
+
+
+def plots_available() -> bool:
+    """Whether matplotlib (the ``plots`` extra) is installed."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _figure(width: float, height: float):
+    """A Figure on the Agg canvas, or ``None`` (logged) when matplotlib is missing."""
+    if not plots_available():
+        log.warning(NO_PLOTS)
+        return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -41,6 +59,8 @@ def plot_loss_curves(rows: Sequence[dict], path: Path) -> Path | None:
     if not any(series.values()):
         return None
     fig = _figure(7, 4)
+    if fig is None:
+        return None
     ax = fig.add_subplot()
     for key, label, style in (("loss", "training loss", "-"), ("eval_loss", "validation loss", "o-")):
         if series[key]:
@@ -70,6 +90,8 @@ def plot_metric_bars(metrics: Mapping[str, MetricComparison], path: Path, *, bas
     cols = min(len(metrics), 4)
     rows = math.ceil(len(metrics) / cols)
     fig = _figure(3.2 * cols, 3.0 * rows)
+    if fig is None:
+        return None
     for k, (name, mc) in enumerate(metrics.items()):
         ax = fig.add_subplot(rows, cols, k + 1)
         bars = [(base_label, mc.base, mc.base_ci, "#9aa5b1")] if mc.base is not None else []
@@ -95,6 +117,8 @@ def plot_runs(runs: Mapping[str, Mapping[str, MetricComparison]], path: Path) ->
     cols = min(len(names), 3)
     rows = math.ceil(len(names) / cols)
     fig = _figure(max(3.5, 1.2 * len(runs)) * cols, 3.4 * rows)
+    if fig is None:
+        return None
     for k, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, k + 1)
         for x, (run, metrics) in enumerate(runs.items()):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tuneforge.errors import EvalError
 from tuneforge.eval.jsonl import parse_json_lines
-from tuneforge.eval.plots import plot_loss_curves, plot_metric_bars, read_metrics_log
+from tuneforge.eval.plots import NO_PLOTS, plot_loss_curves, plot_metric_bars, plots_available, read_metrics_log
 from tuneforge.eval.result import EvalResult, fmt, fmt_ci
 from tuneforge.rundir import RunDir
 
@@ -163,6 +163,8 @@ def render_markdown(
     for name in images:
         title = "Training and validation loss" if name.startswith("loss") else "Base vs tuned"
         lines += ["", f"### {title}", "", f"![{title}]({image_src(name)})"]
+    if not plots_available():
+        lines += ["", f"_{NO_PLOTS}._"]
     if result.unparseable:
         labels = ", ".join(s.get("labels") or [])
         counts = ", ".join(f"{side}: {n}" for side, n in result.unparseable.items())

@@ -100,10 +100,10 @@ def evaluate(
         >>> evaluate("runs/tickets", baseline="base", max_examples=100).summary_table()
     """
     from tuneforge.data import load_examples
-    from tuneforge.models import load
+    from tuneforge.models import load, resolve_target
 
     target = Path(target)
-    run_dir = RunDir(target) if RunDir(target).is_run() else None
+    run_dir = resolve_target(target).run
     cfg, data_format, seed, max_seq_length, metrics_log, run_cfg = EvalConfig(), None, 42, 1024, None, None
     if run_dir is not None:
         from tuneforge.config.load import load_config

@@ -6,12 +6,14 @@
 """
 
 from tuneforge.export.gguf_file import SUPPORTED_ARCHITECTURES, write_gguf
+from tuneforge.export.llamacpp import LlamaCppReport, check_llamacpp, llama_cpp_available
 from tuneforge.export.merging import merge
 from tuneforge.export.modelfile import build_modelfile, inspect_template
 from tuneforge.export.pipeline import FORMATS, ExportResult, run
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, PromptCheck, RoundtripReport, check_roundtrip
 
 __all__ = [
-    "DEFAULT_PROMPTS", "FORMATS", "SUPPORTED_ARCHITECTURES", "ExportResult", "PromptCheck", "RoundtripReport",
-    "build_modelfile", "check_roundtrip", "inspect_template", "merge", "run", "write_gguf",
+    "DEFAULT_PROMPTS", "FORMATS", "SUPPORTED_ARCHITECTURES", "ExportResult", "LlamaCppReport", "PromptCheck",
+    "RoundtripReport", "build_modelfile", "check_llamacpp", "check_roundtrip", "inspect_template",
+    "llama_cpp_available", "merge", "run", "write_gguf",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import ExportError
+from tuneforge.errors import ExportError, ModelError
 from tuneforge.export.output import atomic_folder, check_output
 from tuneforge.rundir import RunDir
 from tuneforge.security.lineage import audited_output
@@ -46,25 +46,19 @@ def find_source(target: str | Path) -> Source:
     Raises:
         ExportError: nothing usable is there.
     """
-    from tuneforge.models import ALIASES, resolve
+    from tuneforge.models import resolve, resolve_target
 
-    path = Path(target).expanduser()
-    run = RunDir(path)
-    if run.is_run():
-        return Source("run", path, run)
-    if path.is_dir() and (path / "adapter_config.json").is_file():
-        return Source("adapter", path)
-    if run.config.is_file():
-        raise ExportError(f"run directory {path} has no trained weights yet ({run.adapter.name}/ or {run.model.name}/)")
-    if path.is_dir() and (path / "config.json").is_file():
-        return Source("model", path)
-    if str(target) in ALIASES:
-        return Source("model", Path(resolve(str(target))))
-    if path.exists():
-        raise ExportError(f"{path} is neither a run directory, a PEFT adapter folder nor a model folder")
+    try:
+        found = resolve_target(target)
+    except ModelError as exc:
+        raise ExportError(str(exc)) from None
+    if found.kind in ("run", "adapter", "model"):
+        return Source(found.kind, found.path, found.run)
+    if found.kind == "alias":
+        return Source("model", Path(resolve(found.ref)))
     raise ExportError(
-        f"not found: {target} (expected a run directory like runs/NAME, a PEFT adapter folder, "
-        f"a model folder or a model alias: {', '.join(ALIASES)})"
+        f"{target} is a {'GGUF file' if found.kind == 'gguf' else 'Hugging Face Hub id'}; export takes a run "
+        "directory like runs/NAME, a PEFT adapter folder, a model folder or a model alias"
     )
 
 
@@ -122,7 +116,7 @@ def load_merged(source: Source, *, trust_remote_code: bool = False) -> tuple[Any
 
 def save_model(model: Any, tokenizer: Any, folder: Path, provenance: dict[str, Any]) -> None:
     """Save model (safetensors), tokenizer, generation config and provenance into ``folder`` (a fresh one)."""
-    from tuneforge.eval.generate import stop_token_ids
+    from tuneforge.data.prompts import stop_token_ids
 
     gen = model.generation_config
     gen.eos_token_id = stop_token_ids(tokenizer, model)  # the end-of-turn token, eos, the model's own

@@ -97,3 +97,69 @@ def build_modelfile(gguf_name: str, info: TemplateInfo, stop: str | None, *, sou
     if stop:
         lines.append(f'PARAMETER stop "{stop}"')
     return "\n".join(lines).rstrip() + "\n"
+
+
+@dataclass(frozen=True)
+class Modelfile:
+    """The instructions of an Ollama Modelfile that matter for chat: model file, template, system, stops."""
+
+    from_: str | None = None
+    template: str | None = None
+    system: str | None = None
+    parameters: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def stops(self) -> list[str]:
+        return [value for name, value in self.parameters if name == "stop"]
+
+
+_INSTRUCTION = re.compile(r'(?im)^[ \t]*(FROM|TEMPLATE|SYSTEM|PARAMETER)[ \t]+("""([\s\S]*?)"""|"([^"\n]*)"|([^\n]*))')
+
+
+def parse_modelfile(text: str) -> Modelfile:
+    """Read FROM, TEMPLATE, SYSTEM and PARAMETER lines as Ollama does (``\"\"\"`` quotes span lines; ``#`` comments).
+
+    Raises:
+        ExportError: a line names an instruction this reader does not know is valid (e.g. a typo).
+    """
+    from tuneforge.errors import ExportError
+
+    known = {"FROM", "TEMPLATE", "SYSTEM", "PARAMETER", "ADAPTER", "LICENSE", "MESSAGE", "REQUIRES"}
+    values: dict[str, str] = {}
+    parameters = []
+    consumed = set()
+    for match in _INSTRUCTION.finditer(text):
+        consumed.update(range(text.count("\n", 0, match.start()), text.count("\n", 0, match.end()) + 1))
+        word = match.group(1).upper()
+        value = next(g for g in match.groups()[2:] if g is not None)
+        if word == "PARAMETER":
+            name, _, rest = value.strip().partition(" ")
+            rest = rest.strip()
+            parameters.append((name, rest[1:-1] if len(rest) >= 2 and rest[0] == rest[-1] == '"' else rest))
+        else:
+            values[word] = value.strip() if word == "FROM" else value
+    for number, line in enumerate(text.splitlines()):
+        word = line.split(maxsplit=1)[0].upper() if line.strip() else ""
+        if number not in consumed and word and not word.startswith("#") and word not in known:
+            raise ExportError(f"Modelfile line {number + 1}: unknown instruction {line.split()[0]!r}")
+    return Modelfile(values.get("FROM"), values.get("TEMPLATE"), values.get("SYSTEM"), tuple(parameters))
+
+
+def modelfile_problems(modelfile: Modelfile, end_of_turn: str) -> list[str]:
+    """What in a parsed Modelfile disagrees with what llama.cpp needed to stop a ChatML turn.
+
+    ``end_of_turn`` is the stop string llama.cpp's chat handler used (the GGUF's eos token text).
+    An empty list means: ``PARAMETER stop`` names it, and the template closes every message with it
+    and ends with the assistant's generation prompt, as the GGUF's own chat template does.
+    """
+    problems = []
+    if end_of_turn not in modelfile.stops:
+        problems.append(f"PARAMETER stop does not name {end_of_turn!r} (stops: {modelfile.stops})")
+    if modelfile.template is None:
+        problems.append("no TEMPLATE: Ollama would fall back to the GGUF's chat template")
+    else:
+        if "{{ .Content }}" + end_of_turn not in modelfile.template:
+            problems.append(f"TEMPLATE does not end a message's content with {end_of_turn!r}")
+        if not modelfile.template.endswith("<|im_start|>assistant\n"):
+            problems.append("TEMPLATE does not end with the generation prompt '<|im_start|>assistant\\n'")
+    return problems

@@ -3,7 +3,8 @@
 ``run(source, fmt)`` reads top to bottom: find what the source is, make sure a
 merged Hugging Face folder exists, then write the requested format
 (``hf``: merged model + adapter + README; ``gguf``: GGUF file + Ollama
-Modelfile, checked against the merged model by a greedy round trip).
+Modelfile, checked against the merged model by a greedy round trip, and in
+llama.cpp itself when llama-cpp-python is installed).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 from tuneforge.errors import ExportError
 from tuneforge.export.card import write_model_card
 from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
+from tuneforge.export.llamacpp import LlamaCppReport, check_llamacpp, llama_cpp_available
 from tuneforge.export.hf import export_hf
 from tuneforge.export.merging import Source, check_merge_output, find_source, is_current, merge_source
 from tuneforge.export.output import atomic_folder, check_output
-from tuneforge.export.modelfile import build_modelfile, inspect_template
+from tuneforge.export.modelfile import build_modelfile, inspect_template, modelfile_problems, parse_modelfile
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
 from tuneforge.security.lineage import audited_output
 
@@ -38,6 +40,10 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
     roundtrip: RoundtripReport | None = None
     """The GGUF-vs-merged comparison (gguf with ``check=True``)."""
+    llamacpp: LlamaCppReport | None = None
+    """The same prompts decoded by llama.cpp itself (gguf with ``check=True`` and llama-cpp-python installed)."""
+    modelfile_problems: list[str] = field(default_factory=list)
+    """Where the Modelfile's TEMPLATE/stop disagree with the stop token llama.cpp used (with ``llamacpp``)."""
 
 
 def _default_output(source: Source, fmt: str) -> Path:
@@ -72,8 +78,20 @@ def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: 
         )
         # Checked before the swap: a file that fails to load never replaces a good export.
         report = check_roundtrip(merged, gguf_path, DEFAULT_PROMPTS, max_new_tokens=16) if check else None
+        in_llamacpp = None
+        if check and llama_cpp_available():
+            in_llamacpp = check_llamacpp(merged, gguf_path, DEFAULT_PROMPTS, n_tokens=16)
+        elif check:
+            log.info("llama-cpp-python is not installed: skipping the check in llama.cpp (pip install 'tuneforge[interop]')")
+        problems = []
+        if in_llamacpp is not None and in_llamacpp.chat is not None and in_llamacpp.chat.stop:
+            # Ollama runs llama.cpp: its Modelfile must stop where llama.cpp's own chat handler stops.
+            problems = modelfile_problems(parse_modelfile((folder / "Modelfile").read_text()), in_llamacpp.chat.stop[0])
+            for problem in problems:
+                log.warning("Modelfile: %s", problem)
         write_model_card(source.path, folder)  # README.md: lineage, data, eval, hashes of the files
-    return ExportResult("gguf", output, [output / gguf_path.name, output / "Modelfile", output / "README.md"], report)
+    files = [output / gguf_path.name, output / "Modelfile", output / "README.md"]
+    return ExportResult("gguf", output, files, report, in_llamacpp, problems)
 
 
 @audited_output("export")  # audit log: who exported which run, and the SHA-256 of every file written
@@ -89,7 +107,8 @@ def run(
             (llama.cpp/Ollama file + Modelfile).
         quant: GGUF matrix type: ``"f16"`` or ``"q8_0"`` (``hf`` takes only the default).
         output: The export folder; default ``RUN/export/<fmt>`` (required for non-run sources).
-        check: For gguf, load the file back with transformers and compare greedy completions.
+        check: For gguf, load the file back with transformers and compare greedy completions, and
+            run the same prompts in llama.cpp when llama-cpp-python is installed.
         overwrite: Replace an existing output folder that tuneforge did not write (no ``.tuneforge`` marker).
         trust_remote_code: Run custom model code shipped with the base model (``--trust-remote-code``).
 

@@ -67,12 +67,20 @@ class RoundtripReport:
         )
 
 
+def check_inputs(gguf_path: str | Path, prompts: list[str] | tuple[str, ...], who: str) -> tuple[Path, list[str]]:
+    """The GGUF path and prompts of a check, refused when the file is missing or there is no prompt."""
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise ExportError(f"GGUF file not found: {gguf_path}")
+    if not prompts:
+        raise ExportError(f"{who} needs at least one prompt")
+    return gguf_path, list(prompts)
+
+
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    if tokenizer.chat_template:
-        return list(tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
-        ))
-    return tokenizer(prompt)["input_ids"]
+    from tuneforge.data.prompts import encode_prompt
+
+    return list(encode_prompt([{"role": "user", "content": prompt}], tokenizer))
 
 
 def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_tokens: int) -> tuple[list[list[int]], Any]:
@@ -80,7 +88,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], max_new_toke
     and the logits that chose each token (``[batch, step, vocab]``)."""
     import torch
 
-    from tuneforge.eval.generate import stop_token_ids
+    from tuneforge.data.prompts import stop_token_ids
 
     stops = stop_token_ids(tokenizer, model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -144,12 +152,7 @@ def check_roundtrip(
 
     from tuneforge.models import load_model
 
-    gguf_path = Path(gguf_path)
-    if not gguf_path.is_file():
-        raise ExportError(f"GGUF file not found: {gguf_path}")
-    prompts = list(prompts)
-    if not prompts:
-        raise ExportError("check_roundtrip needs at least one prompt")
+    gguf_path, prompts = check_inputs(gguf_path, prompts, "check_roundtrip")
     ref_model, ref_tok, _ = load_model(str(merged_dir))
     try:
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)

@@ -257,8 +257,10 @@ def load(
         ModelError: nothing loadable there, or custom code without ``trust_remote_code``.
         SecurityError: pickle-based weights without ``model.allow_pickle``, or a pinned file that differs.
     """
-    path = Path(target)
-    run = RunDir(path) if RunDir(path).is_run() else None
+    from tuneforge.models.target import resolve_target
+
+    found = resolve_target(target)
+    path, run = Path(target), found.run
     if run is not None:
         from tuneforge.config.load import load_config
 
@@ -272,7 +274,7 @@ def load(
         model, tokenizer, _ = load_model(trained, dtype=dtype)
         base_path = resolve(base_cfg)
         return LoadedModel(model, tokenizer, base_path, run=run)
-    if path.is_dir() and (path / "adapter_config.json").is_file():
+    if found.kind == "adapter":
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
             raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")

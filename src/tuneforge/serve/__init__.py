@@ -9,7 +9,12 @@ Example:
     >>> app = create_app(load_engine("runs/support-bot"), keys="keys.json")  # doctest: +SKIP
 """
 
-from tuneforge.serve.app import background_server, create_app, run
+from tuneforge.extras import require_extra
+
+# The HTTP stack is an optional extra: say which one to install rather than fail on an import deep inside.
+require_extra("serve", "fastapi", "uvicorn", "prometheus_client", "starlette")
+
+from tuneforge.serve.app import background_server, create_app, run  # noqa: E402
 from tuneforge.serve.batcher import BatchingConfig, GenerationHandle, GenerationRequest, SamplingParams
 from tuneforge.serve.engine import Engine, load_engine, served_name
 from tuneforge.serve.limits import ServeLimits, parse_rate_limit

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from tuneforge.data.prompts import encode_prompt, stop_token_ids
 from tuneforge.errors import ModelError
 from tuneforge.models import ALIASES, LoadedModel, load, resolve
-from tuneforge.rundir import RunDir
 from tuneforge.security.model_files import check_weight_files
 from tuneforge.serve.batcher import Batcher, BatchingConfig, GenerationHandle, GenerationRequest
 from tuneforge.serve.decode import BatchTracker, Row
@@ -51,13 +51,18 @@ def adapter_dir(target: str | Path) -> Path:
     Raises:
         ModelError: ``target`` holds no adapter.
     """
+    from tuneforge.models import resolve_target
+
     path = Path(target)
-    run = RunDir(path)
-    if run.is_run():
-        if not run.adapter.is_dir():
+    try:
+        found = resolve_target(path)
+    except ModelError:
+        found = None  # not loadable at all: the message below says what an adapter must be
+    if found is not None and found.kind == "run":
+        if not found.run.adapter.is_dir():
             raise ModelError(f"run {path} trained the full model, it has no adapter; serve it on its own")
-        return run.adapter
-    if (path / "adapter_config.json").is_file():
+        return found.run.adapter
+    if found is not None and found.kind == "adapter":
         return path
     raise ModelError(f"adapter not found: {path} is neither a run directory nor a folder with adapter_config.json")
 
@@ -135,25 +140,21 @@ class Engine:
             log.warning("adapter %s was trained on %s but the served base is %s", adapter_name, base, self.base_path)
 
     def _eos_ids(self) -> set[int]:
-        ids = {self.tokenizer.eos_token_id}
-        configured = getattr(self.model.generation_config, "eos_token_id", None)
-        ids.update(configured if isinstance(configured, list) else [configured])
-        return {i for i in ids if i is not None}
+        # The same stop ids as training, eval and chat: the template's end-of-turn token too, which a
+        # model whose eos is another token (<|endoftext|>) would otherwise run past.
+        return set(stop_token_ids(self.tokenizer, self.model))
 
     # ------------------------------------------------------------------ encoding (event loop)
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        """Apply the model's chat template (with the assistant turn opened) and tokenize.
+        """Render the messages as the model was trained on them (its chat template, or tuneforge's
+        fallback format when it has none), with the assistant turn opened, and tokenize.
 
         Raises:
-            ValueError: the tokenizer has no chat template or the template rejects the messages.
+            DataError: the chat template rejects the messages.
         """
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError("this model has no chat template; use /v1/completions with a plain prompt")
         with self.tokenizer_lock:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            # The template already wrote the special tokens; adding them again would double the BOS.
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            return encode_prompt(messages, self.tokenizer)
 
     def encode_text(self, prompt: str) -> list[int]:
         """Tokenize a plain completion prompt as the model expects it (with its BOS, if it uses one)."""

@@ -1,5 +1,6 @@
-"""Training: the fine-tuning pipeline, the Trainer subclass, callbacks and the run manifest."""
+"""Training: the run context, the recipe registry, shared steps, the Trainer subclass, callbacks, the manifest."""
 
-from tuneforge.train.pipeline import FinetuneResult, finetune
+from tuneforge.train.pipeline import finetune
+from tuneforge.train.result import FinetuneResult
 
 __all__ = ["FinetuneResult", "finetune"]

@@ -42,8 +42,30 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
-def training_arguments(cfg: RunConfig, output_dir: Path, *, precision: str, has_validation: bool) -> Any:
-    """Build the ``TrainingArguments`` for a run (checkpoints go to ``output_dir``)."""
+def packing_enabled(cfg: RunConfig) -> bool:
+    """Whether rows are packed: ``data.packing`` unless the method prepends virtual tokens (which shift positions)."""
+    from tuneforge.methods import PROMPT_LEARNING
+
+    return cfg.data.packing != "off" and cfg.method.name not in PROMPT_LEARNING
+
+
+def loader_items(examples: list[dict], cfg: RunConfig, *, seed: int) -> list[Any]:
+    """The dataset the trainer iterates: packed or single rows, grouped by the token budget when it applies."""
+    from tuneforge.data.pack import training_rows
+
+    t = cfg.training
+    return training_rows(examples, packed=packing_enabled(cfg), max_length=t.max_seq_length,
+                         token_budget=t.token_budget, pack_length=t.pack_length, seed=seed)
+
+
+def training_arguments(
+    cfg: RunConfig, output_dir: Path, *, precision: str, has_validation: bool, gradient_checkpointing: bool | None = None
+) -> Any:
+    """Build the ``TrainingArguments`` for a run (checkpoints go to ``output_dir``).
+
+    ``gradient_checkpointing`` is the resolved setting (``auto`` decided by the memory estimate,
+    :func:`tuneforge.train.estimate.plan_training`); None: ``training.gradient_checkpointing is True``.
+    """
     from transformers import TrainingArguments
 
     t = cfg.training
@@ -58,14 +80,17 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, precision: str, has_
         greater = early.greater_is_better
         if greater is None:
             greater = metric not in _GREATER_IS_WORSE
+    checkpointing = t.gradient_checkpointing is True if gradient_checkpointing is None else gradient_checkpointing
+    # Sized by tokens, each dataset item is already a whole batch (a pack.TokenBatch).
+    rows_per_batch = t.per_device_batch_size if t.token_budget is None else 1
     warmup: float = t.warmup_steps if t.warmup_steps is not None else (t.warmup_ratio or 0.0)
     return TrainingArguments(
         output_dir=str(output_dir),
         learning_rate=cfg.learning_rate,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.per_device_batch_size,
-        per_device_eval_batch_size=t.per_device_batch_size,
+        per_device_train_batch_size=rows_per_batch,
+        per_device_eval_batch_size=rows_per_batch,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         warmup_steps=warmup,  # transformers 5: a float below 1 is a ratio of all steps
         weight_decay=t.weight_decay,
@@ -75,8 +100,8 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, precision: str, has_
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        activation_checkpointing=checkpointing,  # transformers 5 name of gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         logging_steps=t.logging_steps,
         logging_first_step=True,
         save_strategy=t.save_strategy,

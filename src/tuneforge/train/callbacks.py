@@ -6,10 +6,8 @@ counts them, the trainer sums them, and these callbacks read the sum.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
@@ -53,10 +51,13 @@ class NonFiniteCallback(TrainerCallback):
 
 
 class MetricsLogCallback(TrainerCallback):
-    """Append every log event (loss, lr, eval metrics, tokens/s) to ``metrics.jsonl`` on the main process."""
+    """Append every log event (loss, lr, eval metrics, tokens/s) to ``metrics.jsonl`` on the main process.
 
-    def __init__(self, path: Path, meter: ThroughputMeter):
-        self.path = Path(path)
+    ``append`` writes one record: :meth:`tuneforge.train.context.RunContext.append_metrics`.
+    """
+
+    def __init__(self, append: Callable[[dict], None], meter: ThroughputMeter):
+        self.append = append
         self.meter = meter
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -67,8 +68,7 @@ class MetricsLogCallback(TrainerCallback):
         if "loss" in logs:
             record["tokens_per_second"] = round(self.meter.interval(), 2)
         logs.update({k: v for k, v in record.items() if k == "tokens_per_second"})
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self.append(record)
 
 
 class RichProgressCallback(TrainerCallback):
@@ -126,8 +126,8 @@ class RankReportCallback(TrainerCallback):
     that gradients were synchronised and every rank took part.
     """
 
-    def __init__(self, folder: Path, tokens_seen: Callable[[], int], model: Any):
-        self.folder = Path(folder)
+    def __init__(self, write_json: Callable[[str, dict], Any], tokens_seen: Callable[[], int], model: Any):
+        self.write_json = write_json  # RunContext.write_json: a path relative to the run folder, and a dict
         self.tokens_seen = tokens_seen
         self.model = model
         self.start_step = 0
@@ -139,9 +139,8 @@ class RankReportCallback(TrainerCallback):
         import torch
 
         total = sum(float(p.detach().double().sum()) for p in self.model.parameters() if p.requires_grad)
-        self.folder.mkdir(parents=True, exist_ok=True)
         rank = args.process_index
         info = {"rank": rank, "world_size": args.world_size, "global_step": state.global_step,
                 "start_step": self.start_step, "tokens_seen": self.tokens_seen(), "trainable_checksum": total,
                 "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None}
-        (self.folder / f"rank-{rank}.json").write_text(json.dumps(info))
+        self.write_json(f"ranks/rank-{rank}.json", info)

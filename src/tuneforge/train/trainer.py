@@ -130,3 +130,12 @@ class TuneforgeTrainer(Trainer):
             for name, value in scores.items():
                 output.metrics[f"{prefix}_{name}"] = value
         return output
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        # Resumed from a checkpoint taken at the last step (a kill between that save and the final
+        # one): transformers would still run one more step past max_steps and change the weights.
+        # There is nothing left to train, so the epoch is skipped and training ends as it was.
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)

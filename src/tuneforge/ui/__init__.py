@@ -5,6 +5,11 @@ Example:
     >>> app = create_app("runs", keys=None)  # doctest: +SKIP
 """
 
-from tuneforge.ui.app import create_app, run
+from tuneforge.extras import require_extra
+
+# The dashboard runs on serve's HTTP stack, an optional extra: name it rather than fail deep inside an import.
+require_extra("serve", "fastapi", "uvicorn", "starlette", "jinja2")
+
+from tuneforge.ui.app import create_app, run  # noqa: E402
 
 __all__ = ["create_app", "run"]

@@ -1,0 +1,96 @@
+"""Supervised fine-tuning (``training.objective: sft``): learn to give the reference answers.
+
+setup (precision, model, data, method) → train (packed rows, loss on answer
+tokens only) → save (weights, manifest) → evaluate (tuned vs baseline).
+
+Every process of a multi-process launch (``accelerate launch``) runs this; only
+the main process writes the run and evaluates.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tuneforge.config.schema import RunConfig
+from tuneforge.train import steps
+from tuneforge.train.context import RunContext
+from tuneforge.train.result import FinetuneResult
+
+
+def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
+    """Fine-tune on the answers of ``cfg.data``; see the module docstring for the order of steps."""
+    from tuneforge import methods
+    from tuneforge.data.pack import Collator
+    from tuneforge.train.args import loader_items, packing_enabled, resolve_precision, training_arguments
+    from tuneforge.train.estimate import MIB, check_run
+    from tuneforge.train.trainer import TuneforgeTrainer
+
+    started = time.perf_counter()
+
+    # --- setup
+    precision = resolve_precision(cfg.training.precision)
+    model, tokenizer, base_path = steps.load_base(cfg)
+    prepared = steps.prepare_data(ctx, cfg, tokenizer, console)
+    model = methods.apply(model, cfg.method)
+    trainable, total = methods.trainable_parameters(model)
+    # Virtual tokens (prefix/prompt tuning) need one example per row; the schema refuses packing 'on' with them.
+    packing = packing_enabled(cfg)
+    # Batches sized by a token budget (training.batch_tokens) unless per_device_batch_size is set.
+    train_rows = loader_items(prepared.train, cfg, seed=cfg.training.seed)
+    eval_rows = loader_items(prepared.validation, cfg, seed=0)
+    # Estimated peak memory: warns when over the limit and turns gradient checkpointing on ('auto').
+    plan = check_run(cfg, model, train_rows, precision=precision, packed=packing, console=console if ctx.is_main else None)
+
+    # --- train
+    args = training_arguments(cfg, ctx.paths.checkpoints, precision=precision, has_validation=bool(eval_rows),
+                              gradient_checkpointing=plan.gradient_checkpointing)
+    trainer = TuneforgeTrainer(
+        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
+        data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
+        selective_head=cfg.method.name not in methods.PROMPT_LEARNING,
+        validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
+    )
+    meter = steps.attach_logging(ctx, trainer, console)
+    early = cfg.training.early_stopping
+    if early is not None:
+        from transformers import EarlyStoppingCallback
+
+        trainer.add_callback(EarlyStoppingCallback(early.patience, early.threshold))
+    output = trainer.train(resume_from_checkpoint=ctx.checkpoint)
+    train_seconds = time.perf_counter() - started
+    result = FinetuneResult(
+        run_dir=ctx.root, global_step=trainer.state.global_step,
+        train_loss=output.training_loss, tokens_per_second=meter.overall(),
+    )
+    if not ctx.is_main:
+        return result
+
+    # --- save
+    weights = steps.save_weights(ctx, trainer.model, tokenizer, full=cfg.method.name == "full")
+    result.manifest = steps.write_manifest(
+        ctx, cfg, prepared.sources, wall_seconds=train_seconds, tokens_seen=trainer.tokens_seen,
+        tokens_per_second=meter.overall(), global_step=trainer.state.global_step,
+        train_loss=output.training_loss, precision=precision, packing=packing,
+        trainable_parameters=trainable, total_parameters=total, world_size=args.world_size,
+        estimated_peak_mb=round(plan.memory.total / MIB), gradient_checkpointing=plan.gradient_checkpointing,
+    )
+    console.print(
+        f"[bold green]trained[/] {trainer.state.global_step} steps in {train_seconds:.0f}s, "
+        f"{meter.overall():.0f} tokens/s ({precision}, packing {'on' if packing else 'off'}); weights in {weights}"
+    )
+
+    # --- evaluate
+    result.eval = steps.evaluate(ctx, cfg, trainer.model, tokenizer, base_path, prepared, console, result.manifest)
+    return result
+
+
+def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict]) -> Any:
+    """Generation metrics on validation, when early stopping watches one (not the loss)."""
+    early = cfg.training.early_stopping
+    if early is None or early.metric.removeprefix("eval_") in {"loss", "perplexity"} or not examples:
+        return None
+    from tuneforge.eval import score
+
+    metric = early.metric.removeprefix("eval_")
+    return lambda model: score(model, tokenizer, examples, cfg.eval, metrics=[metric])

@@ -1,0 +1,132 @@
+"""Steps every training recipe shares: load the model, prepare and record the data, attach the
+logging callbacks, save the weights, write the manifest, evaluate.
+
+Recipes (:mod:`tuneforge.train.recipes`) call these in order, so each recipe
+reads top to bottom and holds only what is particular to its objective. Every
+file a step writes goes through the :class:`~tuneforge.train.context.RunContext`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tuneforge.config.schema import RunConfig
+from tuneforge.train.context import RunContext
+
+
+def load_base(cfg: RunConfig) -> tuple[Any, Any, str]:
+    """Seed everything, then load the starting model and tokenizer as the method needs them.
+
+    Returns:
+        ``(model, tokenizer, base_path)``.
+    """
+    from transformers import set_seed
+
+    from tuneforge import methods
+    from tuneforge.models.load import load_model
+
+    set_seed(cfg.training.seed)
+    return load_model(cfg.model, **methods.load_kwargs(cfg.method))
+
+
+def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) -> Any:
+    """Load, clean, split and tokenize the data, then record it in the run (its first write).
+
+    Returns:
+        The :class:`tuneforge.data.PreparedData`.
+    """
+    from tuneforge import data as data_stage
+
+    prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    ctx.begin(
+        report=prepared.report, sources=prepared.sources,
+        splits={"test": prepared.test_examples, "validation": prepared.validation_examples},
+    )
+    if ctx.is_main:
+        console.print(prepared.report.table())
+    return prepared
+
+
+def attach_logging(ctx: RunContext, trainer: Any, console: Any) -> Any:
+    """Progress bar, ``metrics.jsonl``, TensorBoard and per-rank reports on a ``Trainer``.
+
+    Returns:
+        The :class:`tuneforge.train.callbacks.ThroughputMeter` measuring real tokens/s.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    from tuneforge.train import callbacks as cb
+
+    trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the rich callback prints instead
+    tokens_seen = lambda: trainer.tokens_seen  # noqa: E731
+    meter = cb.ThroughputMeter(tokens_seen)
+    trainer.add_callback(cb.RankReportCallback(ctx.write_json, tokens_seen, trainer.model))
+    trainer.add_callback(cb.NonFiniteCallback())  # a diverged run stops with an error, unsaved
+    if ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        # The metrics log first: it adds tokens_per_second to the logs the progress bar shows.
+        trainer.add_callback(cb.MetricsLogCallback(ctx.append_metrics, meter))
+        trainer.add_callback(cb.RichProgressCallback(console))
+        trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(ctx.paths.tensorboard))))
+    return meter
+
+
+def save_weights(ctx: RunContext, model: Any, tokenizer: Any, *, full: bool) -> Path:
+    """Save the adapter (or the whole model) with a generation config that stops at the end-of-turn token."""
+    from tuneforge.data.prompts import stop_token_ids
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    gen = inner.generation_config
+    stop_ids = stop_token_ids(tokenizer)  # eos + the template's end-of-turn token
+    gen.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
+    gen.pad_token_id = tokenizer.pad_token_id
+    return ctx.save_weights(model, tokenizer, "model" if full else "adapter", generation_config=gen)
+
+
+def write_manifest(ctx: RunContext, cfg: RunConfig, sources: dict[str, str], **numbers: Any) -> dict[str, Any]:
+    """Write ``manifest.json`` (versions, data hashes, seed and the run's numbers) and return it."""
+    from tuneforge.train.manifest import build_manifest, peak_rss_mb
+
+    manifest = build_manifest(cfg, sources, peak_rss_mb=peak_rss_mb(), **numbers)
+    ctx.write_json("manifest.json", manifest)
+    return manifest
+
+
+def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, base_path: str, prepared: Any,
+             console: Any, manifest: dict[str, Any]) -> Any:
+    """Tuned vs baseline on the held-out test split; adds ``eval_seconds`` to the manifest.
+
+    eval resolves ``eval.baseline``: for an adapter the base is the same weights with the
+    adapter switched off, so nothing is loaded twice. Returns ``None`` when there is nothing to
+    evaluate.
+    """
+    if not cfg.eval.enabled:
+        return None
+    if not prepared.test_examples:  # no eval/ folder and no word about it would look like a silent failure
+        from tuneforge.eval import NO_TEST_ROWS
+
+        console.print(f"[bold yellow]{NO_TEST_ROWS}[/]")
+        manifest["eval_skipped"] = NO_TEST_ROWS
+        ctx.write_json("manifest.json", manifest)
+        return None
+    from tuneforge.eval import run as run_eval
+    from tuneforge.models.load import LoadedModel
+
+    started = time.perf_counter()
+    model.eval()
+    paths = ctx.paths
+    tuned = LoadedModel(model, tokenizer, base_path, run=paths, adapter_path=paths.adapter if paths.adapter.is_dir() else None)
+    # eval writes its report files itself, into the run's eval/ (made private by mark_finished).
+    result = run_eval(
+        cfg.eval, tuned=tuned, examples=prepared.test_examples, out_dir=paths.eval,
+        data_format=prepared.format, metrics_log=paths.metrics, seed=cfg.training.seed,
+        max_seq_length=cfg.training.max_seq_length,
+    )
+    console.print(result.summary_table())
+    manifest["eval_seconds"] = round(time.perf_counter() - started, 1)
+    ctx.write_json("manifest.json", manifest)
+    return result

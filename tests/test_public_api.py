@@ -1,0 +1,69 @@
+"""The public API, pinned name by name: adding, renaming or dropping an export must be a deliberate change here.
+
+A subset check (``{...} <= set(__all__)``) lets a rename slip through as long as the old
+names stay; an exact set comparison does not (httpx's ``tests/test_exported_members.py``).
+"""
+
+import importlib
+
+import pytest
+
+PUBLIC_API = {
+    "tuneforge": {
+        "ConfigError", "DataError", "EvalError", "ExportError", "ModelError", "RunConfig", "RunDirError",
+        "SecurityError", "TrainingError", "TuneforgeError", "__version__", "finetune", "load_config",
+    },
+    "tuneforge.config": {
+        "CleanConfig", "DEFAULT_LR", "DataConfig", "DatasetSource", "EMBEDDED_MODEL", "EarlyStoppingConfig",
+        "EvalConfig", "ForgettingConfig", "FullMethod", "GenerationConfig", "IA3Method", "LoraMethod", "ModelConfig",
+        "PromptLearningMethod", "QLoraMethod", "RunConfig", "SplitConfig", "TrainingConfig", "load_config",
+    },
+    "tuneforge.data": {
+        "DataReport", "Dropped", "FORMATS", "IGNORE_INDEX", "Kept", "PreparedData", "clean_example", "dedupe_key",
+        "detect_format", "end_of_turn_token", "load_examples", "location", "prepare", "prompt_messages", "redact_pii",
+        "reference", "render_prompt", "split_indices", "tokenize_example",
+    },
+    "tuneforge.models": {
+        "ALIASES", "LoadedModel", "build_tiny_model", "build_tiny_tokenizer", "cache_dir", "dequantize_gguf", "load",
+        "load_model", "load_tokenizer", "resolve", "resolve_target", "save_tiny_model", "Target",
+    },
+    "tuneforge.methods": {"BUILDERS", "PROMPT_LEARNING", "apply", "load_kwargs", "trainable_parameters"},
+    "tuneforge.train": {"FinetuneResult", "finetune"},
+    "tuneforge.eval": {
+        "ChangedExamples", "EvalResult", "ForgettingResult", "Generations", "METRIC_NAMES", "MetricComparison", "NO_TEST_ROWS",
+        "MetricValues", "PairedInterval", "RunsComparison", "bootstrap_indices", "changed_examples", "compare_runs",
+        "evaluate", "generate_answers", "paired_bootstrap", "render_report", "run", "score", "score_outputs",
+    },
+    "tuneforge.export": {
+        "DEFAULT_PROMPTS", "ExportResult", "FORMATS", "PromptCheck", "RoundtripReport", "SUPPORTED_ARCHITECTURES",
+        "build_modelfile", "check_roundtrip", "inspect_template", "merge", "run", "write_gguf",
+    },
+    "tuneforge.serve": {
+        "BatchingConfig", "Engine", "GenerationHandle", "GenerationRequest", "SamplingParams", "ServeLimits",
+        "background_server", "create_app", "load_engine", "parse_rate_limit", "run", "served_name",
+    },
+    "tuneforge.security": {
+        "AuditError", "AuditLog", "KeyRecord", "KeyStore", "VerifyResult", "audited", "create_key", "hash_key",
+        "list_keys", "parse_expiry", "read_keys", "revoke_key", "verify", "write_keys",
+    },
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_API))
+def test_public_api_is_exported(module):
+    mod = importlib.import_module(module)
+    exported = mod.__all__
+    assert len(exported) == len(set(exported)), f"{module}.__all__ lists a name twice"
+    assert set(exported) == PUBLIC_API[module]
+    # Every exported name resolves (a stale __all__ entry would make `from X import *` fail).
+    missing = [name for name in exported if not hasattr(mod, name)]
+    assert not missing, f"{module}.__all__ names missing attributes: {missing}"
+
+
+def test_each_stage_has_a_run_entry_point():
+    import tuneforge.eval
+    import tuneforge.export
+    import tuneforge.serve
+
+    for stage in (tuneforge.eval, tuneforge.export, tuneforge.serve):
+        assert callable(stage.run), stage.__name__
