@@ -77,3 +77,16 @@ def test_confined_refuses_symlinks_out(runs_dir, tmp_path):
         confined(runs_dir, runs_dir / "alpha" / "status.json")
     assert summarize(runs_dir, runs_dir / "alpha").state == "finished"  # from the manifest, not the linked file
     assert run_path(runs_dir, "alpha") == runs_dir / "alpha"
+
+
+def test_running_run_with_a_lock_is_alive_only_while_the_lock_is_held(tmp_path):
+    from tuneforge.rundir import RunDir
+    from tuneforge.train.lock import RunLock
+
+    run = write_run(tmp_path, "locked", state="running", pid=os.getpid())  # our pid exists: only the lock decides
+    lock = RunLock.acquire(RunDir(run).lock)
+    try:
+        assert summarize(tmp_path, run).state == "running"
+    finally:
+        lock.release()
+    assert summarize(tmp_path, run).state == "killed"

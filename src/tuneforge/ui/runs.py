@@ -73,7 +73,20 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def run_state(status: Any, has_manifest: bool, launched: dict[str, Any] | None = None) -> tuple[str, str | None]:
+def writer_alive(folder: Path, status: Any) -> bool:
+    """Whether the process that wrote ``status.json`` still runs: it holds the run's lock (``RUN/.lock``,
+    released by the kernel however the process ends); for runs without a lock file, its pid exists."""
+    lock = RunDir(folder).lock
+    if lock.exists():
+        from tuneforge.train.lock import holder_pid
+
+        return holder_pid(lock) is not None
+    return _pid_alive(status.get("pid") if isinstance(status, dict) else None)
+
+
+def run_state(
+    status: Any, has_manifest: bool, launched: dict[str, Any] | None = None, alive: bool = True,
+) -> tuple[str, str | None]:
     """``(state, error)`` from ``status.json`` (``None`` for runs made before it existed), else from what the
     dashboard knows of a run it launched (:func:`tuneforge.ui.launch.launch_record`), else from the manifest.
 
@@ -98,8 +111,8 @@ def run_state(status: Any, has_manifest: bool, launched: dict[str, Any] | None =
     if state not in STATES:
         return "unknown", f"status.json: unknown state {state!r}"
     error = status.get("error")
-    if state == "running" and not _pid_alive(status.get("pid")):
-        return "killed", error or f"process {status['pid']} ended without writing a final state"
+    if state == "running" and not alive:
+        return "killed", error or f"process {status.get('pid')} ended without writing a final state"
     return state, error if isinstance(error, str) else None
 
 
@@ -127,7 +140,7 @@ def summarize(runs_dir: Path, folder: Path) -> RunSummary:
     manifest = read_json(runs_dir, run.manifest) or {}
     config = read_yaml(runs_dir, run.config) or {}
     report = read_json(runs_dir, run.data_report) or {}
-    state, error = run_state(status, bool(manifest), launch_record(runs_dir, folder.name))
+    state, error = run_state(status, bool(manifest), launch_record(runs_dir, folder.name), writer_alive(folder, status))
     status = status if isinstance(status, dict) else {}
     model_cfg, method_cfg = config.get("model") or {}, config.get("method") or {}
     metric, value = best_eval_metric(read_json(runs_dir, run.eval / "metrics.json"))
