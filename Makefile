@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # build: no OpenMP or BLAS to find, no multimodal (llava) library we do not use.
 export CMAKE_ARGS ?= -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF
 
-.PHONY: install quickstart test lock clean
+.PHONY: install quickstart test browser lock clean
 
 install: $(VENV)/.installed
 
@@ -35,8 +35,16 @@ $(VENV)/.installed: pyproject.toml $(LOCK) Makefile
 quickstart: install
 	$(VENV)/bin/tuneforge train examples/quickstart.yaml
 
-test: install
+test: install browser
 	$(PY) -m pytest
+
+# The dashboard's browser tests drive Debian's chromium (nothing else may be downloaded).
+# Installed when missing; where apt-get cannot run, those tests are skipped and say why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "warning: could not install chromium + chromium-driver; the dashboard's browser tests will be skipped"
 
 # Re-resolve every dependency (all extras + dev) for the project's machines
 # (CPython 3.11, Linux x86-64) with hashes. torch itself stays out of the lock:

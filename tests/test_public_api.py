@@ -38,6 +38,7 @@ PUBLIC_API = {
         "DEFAULT_PROMPTS", "ExportResult", "FORMATS", "PromptCheck", "RoundtripReport", "SUPPORTED_ARCHITECTURES",
         "build_modelfile", "check_roundtrip", "inspect_template", "merge", "run", "write_gguf",
     },
+    "tuneforge.ui": {"create_app", "run"},
     "tuneforge.serve": {
         "BatchingConfig", "Engine", "GenerationHandle", "GenerationRequest", "SamplingParams", "ServeLimits",
         "background_server", "create_app", "load_engine", "parse_rate_limit", "run", "served_name",

@@ -1,0 +1,174 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium).
+
+``make test`` installs Chromium when it is missing; without it these tests are skipped
+with that reason. ``TUNEFORGE_SCREENSHOTS=docs/screenshots`` keeps the screenshots for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ui.fake_runs import append_metrics, write_run
+from tuneforge.serve import background_server
+from tuneforge.ui import create_app
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = [
+    pytest.mark.slow,  # Chromium takes ~30 s to start and run on a 2-core machine
+    pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (make test installs them)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                "--disable-gpu", "--no-first-run"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    folder = Path(os.environ.get("TUNEFORGE_SCREENSHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait_for(check, timeout=15.0, show=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {check.__doc__ or check}" + (f": {show()}" if show else ""))
+        time.sleep(0.1)
+
+
+def test_runs_live_curve_and_predictions_in_a_browser(browser, shots, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    runs = tmp_path / "runs"
+    write_run(runs, "support-bot", predictions=200, metrics_steps=40)
+    write_run(runs, "lr-too-high", state="failed", error="loss became NaN at step 7", metrics_steps=7)
+    live = write_run(runs, "training-now", state="running", pid=os.getpid(), metrics_steps=3)
+    with background_server(create_app(runs, keys=None)) as url:
+        # --- the runs list, filtered in the page
+        browser.get(url + "/")
+        rows = lambda: browser.find_elements(By.CSS_SELECTOR, "#runs tbody tr[data-name]")  # noqa: E731
+        wait_for(lambda: len(rows()) == 3)
+        assert "loss became NaN at step 7" in browser.find_element(By.ID, "runs").text
+        browser.save_screenshot(str(shots / "runs.png"))
+        browser.find_element(By.ID, "run-filter").send_keys("high")
+        wait_for(lambda: [r.get_attribute("data-name") for r in rows()] == ["lr-too-high"])
+
+        # --- a run that trains: its loss curve grows as metrics.jsonl grows, then the state turns finished
+        browser.get(url + "/runs/training-now")
+
+        def points() -> int:
+            lines = browser.find_elements(By.CSS_SELECTOR, "#chart-loss polyline.train")
+            return int(lines[0].get_attribute("data-points")) if lines else 0
+
+        wait_for(lambda: points() == 3)
+
+        def train():
+            for step in range(4, 31):
+                append_metrics(live, [step])
+                time.sleep(0.05)
+
+        trainer = threading.Thread(target=train)
+        trainer.start()
+        seen = {wait_for(lambda: points() > 3 and points())}
+        trainer.join()
+        seen.add(wait_for(lambda: points() == 30 and points()))
+        assert len(seen) == 2  # the curve grew while the run trained, not only at the end
+        browser.save_screenshot(str(shots / "run.png"))
+        status = json.loads((live / "status.json").read_text())
+        (live / "status.json").write_text(json.dumps({**status, "state": "finished"}))
+        wait_for(lambda: browser.find_element(By.ID, "run-state").text == "finished")
+
+        # --- predictions filtered to wrong→right
+        browser.get(url + "/runs/support-bot/predictions")
+        assert "200 examples" in browser.find_element(By.ID, "count").text
+        Select(browser.find_element(By.ID, "kind")).select_by_value("wrong_to_right")
+        wait_for(lambda: "kind=wrong_to_right" in browser.current_url)
+        expected = sum(1 for i in range(200) if i % 5 != 1 and not (i % 3 == 0 and i % 7 != 6))
+        assert browser.find_element(By.ID, "count").text.startswith(f"{expected} examples")
+        cells = browser.find_elements(By.CSS_SELECTOR, "#predictions tr.example td.wrong, #predictions tr.example td.right")
+        assert cells and all("wrong" in c.get_attribute("class") for c in cells[0::2])  # base wrong, tuned right
+        browser.save_screenshot(str(shots / "predictions.png"))
+
+
+def test_playground_streams_two_answers_side_by_side(browser, shots, model_runs):
+    from selenium.webdriver.common.by import By
+
+    with background_server(create_app(model_runs, keys=None)) as url:
+        browser.get(url + "/playground")
+        browser.find_element(By.ID, "prompt").send_keys("My card was charged twice for order 1234")
+        browser.find_element(By.ID, "max_tokens").clear()
+        browser.find_element(By.ID, "max_tokens").send_keys("24")
+        browser.find_element(By.ID, "send").click()
+        status = lambda side: browser.find_element(By.ID, f"status-{side}").text  # noqa: E731
+        wait_for(lambda: status("a").startswith("done") and status("b").startswith("done"), timeout=60,
+                 show=lambda: (status("a"), status("b"), browser.get_log("browser")))
+        # textContent: the tiny random model's answers may be mostly whitespace, which .text would strip
+        answers = [browser.find_element(By.ID, f"answer-{side}").get_attribute("textContent") for side in ("a", "b")]
+        assert all(answers) and answers[0] != answers[1]  # base and tuned, each streamed into its own column
+        assert status("a") == status("b") == "done: 24 tokens (length)"
+        browser.save_screenshot(str(shots / "playground.png"))
+
+
+def test_launch_shows_errors_at_their_line_then_runs_to_the_end(browser, shots, tmp_path, tiny_config):
+    from selenium.webdriver.common.by import By
+
+    runs = tmp_path / "runs"
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/launch")
+        editor = browser.find_element(By.ID, "config")
+        typo = tiny_config("from-browser").replace("max_steps:", "max_stepz:")
+        browser.execute_script("arguments[0].value = arguments[1]", editor, typo)
+        browser.find_element(By.ID, "validate").click()
+        bad = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#annotated tr.bad"))
+        assert len(bad) == 1 and "max_stepz" in bad[0].text and "did you mean 'max_steps'" in bad[0].text
+        browser.save_screenshot(str(shots / "launch.png"))
+
+        editor = browser.find_element(By.ID, "config")
+        browser.execute_script("arguments[0].value = arguments[1]", editor, tiny_config("from-browser"))
+        browser.find_element(By.ID, "start").click()
+        wait_for(lambda: browser.current_url.endswith("/runs/from-browser"))
+        # The page follows the run over server-sent events and turns its badge when training ends.
+        wait_for(lambda: browser.find_element(By.ID, "run-state").text == "finished", timeout=240,
+                 show=lambda: (browser.find_element(By.ID, "run-state").text, browser.find_element(By.ID, "step").text,
+                               browser.get_log("browser"), (runs / ".launch" / "from-browser.log").read_text()[-300:]))
+        assert (runs / "from-browser" / "manifest.json").is_file()
+
+
+def test_compare_overlays_each_runs_curve(browser, shots, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    runs = tmp_path / "runs"
+    for name, steps, scale in (("lr-2e-4", 40, 2.0), ("lr-1e-4", 30, 3.0), ("lr-5e-5", 20, 4.5)):
+        write_run(runs, name, metrics_steps=steps, loss_scale=scale)
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/compare?run=lr-2e-4&run=lr-1e-4&run=lr-5e-5")
+        lines = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#compare-loss polyline"))
+        assert [int(line.get_attribute("data-points")) for line in lines] == [40, 30, 20]
+        assert len({line.get_attribute("style") for line in lines}) == 3  # one colour per run
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) == 3
+        browser.save_screenshot(str(shots / "compare.png"))
