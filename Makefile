@@ -39,12 +39,13 @@ test: install browser
 	$(PY) -m pytest
 
 # The dashboard's browser tests drive Debian's chromium (nothing else may be downloaded).
-# Installed when missing; where apt-get cannot run, those tests are skipped and say why.
+# Installed when missing and we are root (CI, containers); elsewhere install it yourself
+# (apt-get install chromium chromium-driver), or those tests are skipped and say why.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
-	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
-	  echo "warning: could not install chromium + chromium-driver; the dashboard's browser tests will be skipped"
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "warning: chromium + chromium-driver are not installed; the dashboard's browser tests will be skipped"
 
 # Re-resolve every dependency (all extras + dev) for the project's machines
 # (CPython 3.11, Linux x86-64) with hashes. torch itself stays out of the lock:

@@ -35,8 +35,9 @@ PUBLIC_API = {
         "evaluate", "generate_answers", "paired_bootstrap", "render_report", "run", "score", "score_outputs",
     },
     "tuneforge.export": {
-        "DEFAULT_PROMPTS", "ExportResult", "FORMATS", "PromptCheck", "RoundtripReport", "SUPPORTED_ARCHITECTURES",
-        "build_modelfile", "check_roundtrip", "inspect_template", "merge", "run", "write_gguf",
+        "DEFAULT_PROMPTS", "ExportResult", "FORMATS", "LlamaCppReport", "PromptCheck", "RoundtripReport", "SUPPORTED_ARCHITECTURES",
+        "build_modelfile", "check_llamacpp", "check_roundtrip", "inspect_template", "llama_cpp_available", "merge", "run",
+        "write_gguf",
     },
     "tuneforge.ui": {"create_app", "run"},
     "tuneforge.serve": {
