@@ -146,7 +146,7 @@ DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "prefix":
 
 # --------------------------------------------------------------------------- data
 
-DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"]
+DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference"]
 
 
 class DatasetSource(_Section):
