@@ -42,8 +42,15 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
-def training_arguments(cfg: RunConfig, output_dir: Path, *, precision: str, has_validation: bool) -> Any:
-    """Build the ``TrainingArguments`` for a run (checkpoints go to ``output_dir``)."""
+def training_arguments(
+    cfg: RunConfig, output_dir: Path, *, precision: str, has_validation: bool, args_class: Any = None, **extra: Any
+) -> Any:
+    """Build the ``TrainingArguments`` for a run (checkpoints go to ``output_dir``).
+
+    Args:
+        args_class: A ``TrainingArguments`` subclass to build instead (TRL's ``DPOConfig``, ...).
+        extra: Its own fields (``beta=0.1``, ...).
+    """
     from transformers import TrainingArguments
 
     t = cfg.training
@@ -59,7 +66,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, precision: str, has_
         if greater is None:
             greater = metric not in _GREATER_IS_WORSE
     warmup: float = t.warmup_steps if t.warmup_steps is not None else (t.warmup_ratio or 0.0)
-    return TrainingArguments(
+    return (args_class or TrainingArguments)(
         output_dir=str(output_dir),
         learning_rate=cfg.learning_rate,
         num_train_epochs=t.epochs,
@@ -96,4 +103,5 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, precision: str, has_
         ddp_find_unused_parameters=False,  # every trainable parameter takes part; True costs a graph walk per step
         prediction_loss_only=True,
         run_name=cfg.name,
+        **extra,
     )
