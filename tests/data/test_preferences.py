@@ -119,3 +119,17 @@ def test_system_prompt_is_prepended_to_pair_prompts(write_jsonl, tiny_tokenizer)
     path = write_jsonl("p.jsonl", pairs(10))
     data = run(tiny_tokenizer, train=[str(path)], system_prompt="Answer with the queue.", split={"validation": 0, "test": 0})
     assert all(p["prompt"][0] == {"role": "system", "content": "Answer with the queue."} for p in data.train)
+
+
+def test_the_bundled_ticket_pairs_are_current_and_load_clean(tiny_tokenizer):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "examples" / "data" / "make_preferences.py"
+    spec = importlib.util.spec_from_file_location("make_preferences", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0  # the checked-in file is what the script writes
+    data = run(tiny_tokenizer, max_seq_length=512, train=[str(module.OUT)])
+    assert data.report.dropped == 0 and sum(data.report.splits.values()) == 1200
+    assert all(p["chosen"] in module.LABELS and p["rejected"] != p["chosen"] for p in data.train)

@@ -113,3 +113,15 @@ def test_sft_still_refuses_pairs(run_config, tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(DataError, match=r"p\.jsonl: preference data .* trains with `training.objective: dpo`, not sft"):
         finetune(path)
+
+
+def test_validate_reads_pairs_for_dpo_and_checks_labels_on_the_chosen_answers(dpo_config, capsys):
+    from tuneforge.cli.main import main
+
+    path = dpo_config("dpo-validate", eval={"enabled": True, "labels": [f"Queue: {label}" for label in LABELS]})
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Data (preference)" in out and "(preference format)" in out
+    bad = dpo_config("dpo-bad-labels", eval={"enabled": True, "labels": ["spam", "ham"]})
+    assert main(["validate", str(bad)]) == 2
+    assert "eval.labels match none of the" in capsys.readouterr().err
