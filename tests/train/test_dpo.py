@@ -81,6 +81,10 @@ def test_dpo_margin_grows_loss_falls_and_the_adapter_loads(dpo_config):
     margin = (tuned - base) @ [1.0, -1.0]
     assert (margin > 0).mean() == pytest.approx(metrics["reward_accuracy"].tuned)
     assert 2.0 * margin.mean() == pytest.approx(metrics["reward_margin"].tuned, rel=1e-3)  # beta 2
+    # `tuneforge eval RUN` re-runs the generation eval on the stored test pairs (prompt + chosen answer).
+    from tuneforge.cli.main import main
+
+    assert main(["eval", str(result.run_dir)]) == 0
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["tokens_seen"] > 0 and "preference_eval_seconds" in manifest
 
