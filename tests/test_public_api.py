@@ -27,7 +27,7 @@ PUBLIC_API = {
         "ALIASES", "LoadedModel", "build_tiny_model", "build_tiny_tokenizer", "cache_dir", "dequantize_gguf", "load",
         "load_model", "load_tokenizer", "resolve", "resolve_target", "save_tiny_model", "Target",
     },
-    "tuneforge.methods": {"BUILDERS", "PROMPT_LEARNING", "apply", "load_kwargs", "trainable_parameters"},
+    "tuneforge.methods": {"BUILDERS", "PROMPT_LEARNING", "apply", "load_kwargs", "lora_config", "trainable_parameters"},
     "tuneforge.train": {"FinetuneResult", "finetune"},
     "tuneforge.eval": {
         "ChangedExamples", "EvalResult", "ForgettingResult", "Generations", "METRIC_NAMES", "MetricComparison", "NO_TEST_ROWS",

@@ -113,7 +113,7 @@ def test_csv_cell_with_json_list_is_parsed_and_bad_json_named():
 def test_unknown_format_and_preference_rows():
     with pytest.raises(DataError, match="unknown data format 'xml'"):
         to_canonical({"text": "a"}, "xml", W)
-    with pytest.raises(DataError, match="preference data .* DPO, not supported by `tuneforge train` yet"):
+    with pytest.raises(DataError, match=r"preference data .* trains with `training.objective: dpo`, not sft"):
         to_canonical({"prompt": "p", "chosen": "a", "rejected": "b", "completion": "c"}, "prompt_completion", W)
 
 
@@ -141,7 +141,7 @@ def test_detect_format_majority_vote():
 def test_detect_format_failures_name_the_file():
     with pytest.raises(DataError, match=r"f\.jsonl: cannot detect the data format from the fields \['answer', 'question'\]"):
         detect_format([{"question": "q", "answer": "a"}], "f.jsonl")
-    with pytest.raises(DataError, match=r"f\.jsonl: preference data is for DPO"):
+    with pytest.raises(DataError, match=r"f\.jsonl: preference data \(rows with chosen/rejected\) trains with `training.objective: dpo`"):
         detect_format([{"prompt": "p", "chosen": "a", "rejected": "b"}], "f.jsonl")
 
 

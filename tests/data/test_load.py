@@ -197,7 +197,7 @@ def test_unknown_format_and_preference_data(write_jsonl, on_bad_rows):
     with pytest.raises(DataError, match=rf"{path}: cannot detect the data format .* `field_map:`"):
         load_examples(str(path), on_bad_rows=on_bad_rows)
     pref = write_jsonl("p.jsonl", [{"prompt": "p", "chosen": "good", "rejected": "bad"}])
-    with pytest.raises(DataError, match=rf"{pref}: preference data is for DPO, not supported by `tuneforge train` yet"):
+    with pytest.raises(DataError, match=rf"{pref}: preference data .* trains with `training.objective: dpo`, not sft"):
         load_examples(str(pref), on_bad_rows=on_bad_rows)
 
 

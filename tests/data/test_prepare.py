@@ -172,7 +172,7 @@ def test_config_level_errors(write_jsonl, alpaca_rows, tiny_tokenizer):
     with pytest.raises(DataError, match=r"no training rows left after cleaning \(3 read; dropped: empty 3\)"):
         run(tiny_tokenizer, train=[str(empty)])
     pref = write_jsonl("p.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
-    with pytest.raises(DataError, match="preference data is for DPO"):
+    with pytest.raises(DataError, match="preference data .* trains with `training.objective: dpo`, not sft"):
         run(tiny_tokenizer, train=[str(pref)], on_bad_rows="skip")
 
 

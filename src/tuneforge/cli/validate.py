@@ -28,7 +28,13 @@ def validate(
     preflight(cfg)  # run folder, disk space, data files, target modules, labels: what `train` would trip on
     console.print(f"[green]config OK[/] ({config}): model {cfg.model.name_or_path}, method {cfg.method.name}")
     tokenizer = load_tokenizer(resolve(cfg.model), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
-    prepared = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    if cfg.training.objective == "sft":
+        prepared = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    else:  # preference objectives learn from pairs
+        from tuneforge.data.preferences import prepare_pairs
+
+        prepared = prepare_pairs(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length,
+                                 seed=cfg.training.seed, objective=cfg.training.objective)
     console.print(prepared.report.table())
     if report is not None:
         prepared.report.write(report)

@@ -146,7 +146,7 @@ DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "prefix":
 
 # --------------------------------------------------------------------------- data
 
-DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"]
+DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference"]
 
 
 class DatasetSource(_Section):
@@ -245,9 +245,50 @@ class EarlyStoppingConfig(_Section):
         return value
 
 
-Objective = Literal["sft"]
+Objective = Literal["sft", "dpo"]
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
+
+DpoLoss = Literal[
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+]
+"""The ``loss_type`` names of ``trl.DPOConfig`` (TRL 1.16); a test checks them against the installed TRL."""
+
+
+class DpoConfig(_Section):
+    """Direct preference optimisation (``training.objective: dpo``), through ``trl.DPOTrainer``.
+
+    The reference model is the starting model itself: with a LoRA/DoRA adapter TRL scores the
+    reference with the adapter switched off, so no second copy of the weights is held in memory.
+    """
+
+    beta: Float = Field(
+        0.1, gt=0, description="Strength of the pull towards the reference model (IPO: the regulariser tau)."
+    )
+    loss_type: list[DpoLoss] = Field(
+        default_factory=lambda: ["sigmoid"],
+        description="DPO loss, or several combined with loss_weights: sigmoid (DPO), ipo, hinge, robust, "
+        "bco_pair, sppo_hard, nca_pair, aot, apo_zero, apo_down, discopop, sigmoid_norm, sft, ...",
+    )
+    loss_weights: list[Float] | None = Field(None, description="One weight per loss_type entry (default 1 each).")
+    label_smoothing: Float = Field(
+        0.0, ge=0, lt=0.5, description="Probability that a pair's preference is flipped (robust DPO, EXO)."
+    )
+
+    @field_validator("loss_type", mode="before")
+    @classmethod
+    def _one_loss(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _weights_per_loss(self) -> "DpoConfig":
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"training.dpo.loss_weights has {len(self.loss_weights)} entries but training.dpo.loss_type "
+                f"has {len(self.loss_type)}; give one weight per loss"
+            )
+        return self
 
 
 # Tokens per forward pass by default. Measured on SmolLM2-135M LoRA q/v (2-core CPU, `tuneforge train`):
@@ -262,8 +303,11 @@ class TrainingConfig(_Section):
     """Optimisation hyperparameters, with the defaults common tutorials recommend."""
 
     objective: Objective = Field(
-        "sft", description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers."
+        "sft",
+        description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers; "
+        "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo).",
     )
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO settings (objective dpo).")
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
@@ -434,6 +478,13 @@ class RunConfig(_Section):
             raise ValueError(
                 f"data.packing 'on' cannot be used with method.name '{self.method.name}' "
                 "(its virtual tokens need one example per row); set data.packing to 'auto' or 'off'"
+            )
+        # Preference objectives take the reference to be the base with the adapter switched off;
+        # other methods would need a second full copy of the model.
+        if self.training.objective != "sft" and self.method.name not in ("lora", "dora"):
+            raise ValueError(
+                f"training.objective '{self.training.objective}' needs method.name 'lora' or 'dora' "
+                f"(got '{self.method.name}'): the reference model is the base with the adapter switched off"
             )
         return self
 

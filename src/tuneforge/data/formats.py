@@ -13,9 +13,17 @@ chat                ``messages``: a list of ``{role, content}``
 sharegpt            ``conversations``: a list of ``{from, value}`` (or ``{role, content}``)
 prompt_completion   ``prompt`` and ``completion``: strings or lists of messages
 text                ``text``: raw text for continued pre-training
+preference          ``chosen`` and ``rejected`` (+ optional ``prompt``): a preference pair
 ==================  ==========================================================
 
-Rows holding ``chosen``/``rejected`` are preference data and are refused.
+Preference pairs come as TRL writes them: ``prompt``/``chosen``/``rejected`` with strings
+or message lists, or "chat pairs" (``chosen``/``rejected`` whole conversations sharing
+every turn but the last). Their canonical form is different from the supervised one::
+
+    preference {"prompt": [{"role", "content"}, ...], "chosen": str, "rejected": str, "meta": {...}}
+
+Supervised objectives refuse preference data and preference objectives refuse
+supervised data (``kind`` in :func:`detect_format`), each saying what to give instead.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any, Callable
 
 from tuneforge.errors import DataError
 
-FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
+FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference")
 ROLES = ("system", "user", "assistant")
 _SAME_ROLES = {r: r for r in ROLES}
 # ShareGPT exports disagree on speaker names; these are the ones seen in the common dumps.
@@ -36,8 +44,13 @@ SHAREGPT_ROLES = {
     "system": "system",
 }
 PREFERENCE_ERROR = (
-    "preference data is for DPO, not supported by `tuneforge train` yet (the rows hold chosen/rejected); "
-    "give supervised examples (alpaca, chat, sharegpt, prompt/completion or text)"
+    "preference data (rows with chosen/rejected) trains with `training.objective: dpo`, not sft; "
+    "for supervised fine-tuning give alpaca, chat, sharegpt, prompt/completion or text rows"
+)
+SUPERVISED_ERROR = (
+    "holds supervised {fmt} rows, but training.objective {objective!r} learns from preference pairs: "
+    "give rows with prompt/chosen/rejected (strings or message lists) or chosen/rejected conversations "
+    "sharing their first turns, or use `training.objective: sft`"
 )
 
 
@@ -67,14 +80,20 @@ def detect_row_format(row: dict) -> str | None:
     return None
 
 
-def detect_format(rows: list[dict], path: str) -> str:
+def detect_format(rows: list[dict], path: str, *, objective: str = "sft") -> str:
     """Detect a source's format by majority vote over its rows' fields.
 
     A vote, rather than the first row, keeps one odd row from deciding the
     format; the odd rows then fail validation with their line number.
 
+    Args:
+        rows: The source's records (fields already renamed).
+        path: The source, for error messages.
+        objective: ``"sft"`` (supervised) refuses preference data; any other objective
+            (``"dpo"``) learns from pairs and refuses supervised data.
+
     Raises:
-        DataError: preference data, or fields that fit no format.
+        DataError: data of the other kind than ``objective`` needs, or fields that fit no format.
     """
     votes = Counter(detect_row_format(row) for row in rows)
     votes.pop(None, None)
@@ -87,9 +106,20 @@ def detect_format(rows: list[dict], path: str) -> str:
             "or rename fields with `field_map:`"
         )
     fmt = votes.most_common(1)[0][0]
-    if fmt == "preference":
-        raise DataError(f"{path}: {PREFERENCE_ERROR}")
+    check_kind(fmt, objective, path)
     return fmt
+
+
+def check_kind(fmt: str, objective: str, path: str) -> None:
+    """Refuse a format the objective cannot learn from (pairs for sft, single answers for dpo).
+
+    Raises:
+        DataError: naming the source, what it holds and what to give instead.
+    """
+    if objective == "sft" and fmt == "preference":
+        raise DataError(f"{path}: {PREFERENCE_ERROR}")
+    if objective != "sft" and fmt != "preference":
+        raise DataError(f"{path}: " + SUPERVISED_ERROR.format(fmt=fmt, objective=objective))
 
 
 def to_canonical(row: dict, fmt: str, where: str) -> dict:
@@ -109,7 +139,7 @@ def to_canonical(row: dict, fmt: str, where: str) -> dict:
         >>> to_canonical({"instruction": "Hi", "input": "", "output": "Hello"}, "alpaca", "f.jsonl:1")
         {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}
     """
-    if {"chosen", "rejected"} <= set(row):
+    if fmt != "preference" and {"chosen", "rejected"} <= set(row):
         raise DataError(f"{where}: {PREFERENCE_ERROR}")
     try:
         convert = _CONVERTERS[fmt]
@@ -119,11 +149,12 @@ def to_canonical(row: dict, fmt: str, where: str) -> dict:
 
 
 def with_system_prompt(example: dict, system_prompt: str | None) -> dict:
-    """Prepend ``system_prompt`` as a system message when a chat example has none."""
-    messages = example.get("messages")
-    if not system_prompt or messages is None or any(m["role"] == "system" for m in messages):
+    """Prepend ``system_prompt`` as a system message when a chat example (or a pair's prompt) has none."""
+    key = "messages" if "messages" in example else "prompt"
+    messages = example.get(key)
+    if not system_prompt or not isinstance(messages, list) or any(m["role"] == "system" for m in messages):
         return example
-    return {**example, "messages": [{"role": "system", "content": system_prompt}, *messages]}
+    return {**example, key: [{"role": "system", "content": system_prompt}, *messages]}
 
 
 # --------------------------------------------------------------------------- converters
@@ -168,8 +199,54 @@ def _text(row: dict, where: str) -> dict:
     return {"text": _field(row, "text", str, "text", where)}
 
 
+def _preference(row: dict, where: str) -> dict:
+    chosen = _field(row, "chosen", (str, list), "preference", where)
+    rejected = _field(row, "rejected", (str, list), "preference", where)
+    if row.get("prompt") is not None:
+        prompt = _field(row, "prompt", (str, list), "preference", where)
+        turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        messages = _messages(turns, "prompt", "role", "content", _SAME_ROLES, where, check=False)
+        answers = [_answer(side, name, where) for side, name in ((chosen, "chosen"), (rejected, "rejected"))]
+    else:  # a chat pair: two whole conversations that differ only in the last (assistant) turn
+        sides = []
+        for side, name in ((chosen, "chosen"), (rejected, "rejected")):
+            if isinstance(side, str):
+                raise RowError(f"{where}: field '{name}' is a string but the row has no 'prompt'; give a prompt "
+                               "or whole conversations (message lists) on both sides")
+            sides.append(_messages(side, name, "role", "content", _SAME_ROLES, where, check=False))
+        for turns, name in zip(sides, ("chosen", "rejected")):
+            if turns[-1]["role"] != "assistant":
+                raise RowError(f"{where}: {name}[{len(turns) - 1}] must be the assistant's answer, got '{turns[-1]['role']}'")
+        (*messages, last_chosen), (*other, last_rejected) = sides
+        if messages != other:
+            i = next((i for i, (a, b) in enumerate(zip(messages, other)) if a != b), min(len(messages), len(other)))
+            raise RowError(
+                f"{where}: chosen and rejected must share every turn but the last; they differ at "
+                f"chosen[{i}] / rejected[{i}]", "prompt_mismatch",
+            )
+        answers = [last_chosen["content"], last_rejected["content"]]
+    if not messages:
+        raise RowError(f"{where}: the pair has no prompt (no turn before the answers)")
+    first = next((m for m in messages if m["role"] != "system"), None)
+    if first is None or first["role"] != "user" or messages[-1]["role"] != "user":
+        raise RowError(f"{where}: the prompt must open and end with a user turn (after any system message)")
+    return {"prompt": messages, "chosen": answers[0], "rejected": answers[1]}
+
+
+def _answer(side: str | list, name: str, where: str) -> str:
+    """One side of a pair that has a separate prompt: a string, or one assistant message (TRL's form)."""
+    if isinstance(side, str):
+        return side
+    turns = _messages(side, name, "role", "content", _SAME_ROLES, where, check=False)
+    if len(turns) != 1 or turns[0]["role"] != "assistant":
+        raise RowError(f"{where}: field '{name}' must be one assistant message when the row has a 'prompt' "
+                       f"(got {len(turns)} turns, the first '{turns[0]['role']}')")
+    return turns[0]["content"]
+
+
 _CONVERTERS: dict[str, Callable[[dict, str], dict]] = {
     "alpaca": _alpaca, "chat": _chat, "sharegpt": _sharegpt, "prompt_completion": _prompt_completion, "text": _text,
+    "preference": _preference,
 }
 
 

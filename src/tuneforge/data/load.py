@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config.schema import DatasetSource
-from tuneforge.data.formats import RowError, detect_format, to_canonical, with_system_prompt
+from tuneforge.data.formats import RowError, check_kind, detect_format, to_canonical, with_system_prompt
 from tuneforge.data.report import DataReport
 from tuneforge.errors import DataError
 
@@ -190,6 +190,7 @@ def load_examples(
     on_bad_rows: str = "error",
     system_prompt: str | None = None,
     report: DataReport | None = None,
+    objective: str = "sft",
 ) -> list[dict]:
     """Read one source, detect or apply its format, validate, and return canonical examples.
 
@@ -198,12 +199,14 @@ def load_examples(
         on_bad_rows: ``"error"`` stops at the first bad row; ``"skip"`` counts it as dropped.
         system_prompt: Prepended as a system message to chat examples that have none.
         report: Counts (rows read, drops by reason, format, SHA-256) are recorded here.
+        objective: ``"sft"`` takes supervised formats and refuses preference pairs; a preference
+            objective (``"dpo"``) takes only pairs (see :func:`tuneforge.data.formats.check_kind`).
 
     Returns:
         Canonical examples (not yet cleaned), each with ``meta`` = source and line.
 
     Raises:
-        DataError: missing or empty file, undetectable or preference format, a bad row
+        DataError: missing or empty file, undetectable format or one the objective cannot use, a bad row
             (with ``on_bad_rows="error"``), or no usable rows at all.
 
     Example:
@@ -223,7 +226,9 @@ def load_examples(
     parsed = [row for row in rows if isinstance(row, dict)]
     fmt = src.format
     if fmt == "auto" and parsed:
-        fmt = detect_format(parsed, path)
+        fmt = detect_format(parsed, path, objective=objective)
+    elif fmt != "auto":
+        check_kind(fmt, objective, path)
     stats.format = fmt
     examples = []
     for r, row in zip(raw.rows, rows):

@@ -28,12 +28,18 @@ def _training_format(cfg, run_dir: RunDir) -> str | None:
         return fmt
     # Auto-detected: the run's own test split shows what the data turned into.
     if run_dir.test_split.is_file() and run_dir.test_split.read_text(encoding="utf-8").strip():
-        from tuneforge.data import load_examples
-
-        held_out = load_examples(str(run_dir.test_split))
+        held_out = _held_out(run_dir.test_split, cfg.training.objective)
         if held_out:
             return "text" if example_kind(held_out[0]) == "text" else "chat"
     return None
+
+
+def _held_out(path: Path, objective: str) -> list[dict]:
+    """A run's stored split; a preference run's pairs are scored on their prompts with the chosen answer as reference."""
+    from tuneforge.data import load_examples
+    from tuneforge.data.pairs import side
+
+    return [side(ex, "chosen") if "chosen" in ex else ex for ex in load_examples(str(path), objective=objective)]
 
 
 def load_test_file(path: str | Path, data_cfg: Any | None = None) -> list[dict]:
@@ -99,7 +105,6 @@ def evaluate(
     Example:
         >>> evaluate("runs/tickets", baseline="base", max_examples=100).summary_table()
     """
-    from tuneforge.data import load_examples
     from tuneforge.models import load, resolve_target
 
     target = Path(target)
@@ -135,7 +140,8 @@ def evaluate(
         data = run_dir.test_split
         if not data.read_text(encoding="utf-8").strip():
             raise EvalError(f"run {target} has an empty test split ({data}): {NO_TEST_ROWS}; or give --data FILE")
-        examples = load_examples(str(data))  # written by training: already mapped, prompted and cleaned
+        # written by training: already mapped, prompted and cleaned
+        examples = _held_out(data, run_cfg.training.objective if run_cfg is not None else "sft")
     else:
         examples = load_test_file(data, run_cfg.data if run_cfg is not None else None)
     tuned = load(target, trust_remote_code=trust_remote_code)

@@ -24,15 +24,21 @@ def _full(model: Any, cfg: FullMethod) -> Any:
     return model
 
 
-def _lora(model: Any, cfg: LoraMethod) -> Any:
-    from peft import LoraConfig, get_peft_model
+def lora_config(cfg: LoraMethod, task_type: str = "CAUSAL_LM") -> Any:
+    """The ``peft.LoraConfig`` of a LoRA/DoRA method section (TRL's trainers take it as ``peft_config``)."""
+    from peft import LoraConfig
 
-    config = LoraConfig(
+    return LoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules,
         bias=cfg.bias, use_dora=cfg.name == "dora", use_rslora=cfg.use_rslora,
-        modules_to_save=cfg.modules_to_save or None, task_type="CAUSAL_LM",
+        modules_to_save=cfg.modules_to_save or None, task_type=task_type,
     )
-    return get_peft_model(model, config)
+
+
+def _lora(model: Any, cfg: LoraMethod) -> Any:
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(cfg))
 
 
 def _qlora(model: Any, cfg: QLoraMethod) -> Any:

@@ -59,12 +59,18 @@ def loader_items(examples: list[dict], cfg: RunConfig, *, seed: int) -> list[Any
 
 
 def training_arguments(
-    cfg: RunConfig, output_dir: Path, *, precision: str, has_validation: bool, gradient_checkpointing: bool | None = None
+    cfg: RunConfig, output_dir: Path, *, precision: str, has_validation: bool, gradient_checkpointing: bool | None = None,
+    rows_per_batch: int | None = None, args_class: Any = None, **extra: Any,
 ) -> Any:
     """Build the ``TrainingArguments`` for a run (checkpoints go to ``output_dir``).
 
-    ``gradient_checkpointing`` is the resolved setting (``auto`` decided by the memory estimate,
-    :func:`tuneforge.train.estimate.plan_training`); None: ``training.gradient_checkpointing is True``.
+    Args:
+        gradient_checkpointing: The resolved setting (``auto`` decided by the memory estimate,
+            :func:`tuneforge.train.estimate.plan_training`); None: ``training.gradient_checkpointing is True``.
+        rows_per_batch: Dataset items per device batch, for recipes whose items are not token-budget batches
+            (DPO pairs); default: ``per_device_batch_size``, or 1 when the dataset items are token batches.
+        args_class: A ``TrainingArguments`` subclass to build instead (TRL's ``DPOConfig``, ...).
+        extra: Its own fields (``beta=0.1``, ...).
     """
     from transformers import TrainingArguments
 
@@ -82,9 +88,10 @@ def training_arguments(
             greater = metric not in _GREATER_IS_WORSE
     checkpointing = t.gradient_checkpointing is True if gradient_checkpointing is None else gradient_checkpointing
     # Sized by tokens, each dataset item is already a whole batch (a pack.TokenBatch).
-    rows_per_batch = t.per_device_batch_size if t.token_budget is None else 1
+    if rows_per_batch is None:
+        rows_per_batch = t.per_device_batch_size if t.token_budget is None else 1
     warmup: float = t.warmup_steps if t.warmup_steps is not None else (t.warmup_ratio or 0.0)
-    return TrainingArguments(
+    return (args_class or TrainingArguments)(
         output_dir=str(output_dir),
         learning_rate=cfg.learning_rate,
         num_train_epochs=t.epochs,
@@ -121,4 +128,5 @@ def training_arguments(
         ddp_find_unused_parameters=False,  # every trainable parameter takes part; True costs a graph walk per step
         prediction_loss_only=True,
         run_name=cfg.name,
+        **extra,
     )

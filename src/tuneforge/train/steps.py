@@ -49,6 +49,24 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
     return prepared
 
 
+def prepare_pairs(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) -> Any:
+    """Load, clean and split preference pairs, then record them in the run (its first write).
+
+    Returns:
+        The :class:`tuneforge.data.preferences.PreferenceData`.
+    """
+    from tuneforge.data.preferences import prepare_pairs as prepare
+
+    pairs = prepare(
+        cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
+        objective=cfg.training.objective,
+    )
+    ctx.begin(report=pairs.report, sources=pairs.sources, splits={"test": pairs.test, "validation": pairs.validation})
+    if ctx.is_main:
+        console.print(pairs.report.table())
+    return pairs
+
+
 def attach_logging(ctx: RunContext, trainer: Any, console: Any) -> Any:
     """Progress bar, ``metrics.jsonl``, TensorBoard and per-rank reports on a ``Trainer``.
 
@@ -85,6 +103,43 @@ def save_weights(ctx: RunContext, model: Any, tokenizer: Any, *, full: bool) -> 
     gen.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
     gen.pad_token_id = tokenizer.pad_token_id
     return ctx.save_weights(model, tokenizer, "model" if full else "adapter", generation_config=gen)
+
+
+def train(ctx: RunContext, trainer: Any, meter: Any) -> tuple[Any, Any]:
+    """Run ``trainer.train()`` (resuming from the run's checkpoint, if any).
+
+    Returns:
+        ``(output of trainer.train(), FinetuneResult with step, loss and tokens/s)``.
+    """
+    from tuneforge.train.result import FinetuneResult
+
+    output = trainer.train(resume_from_checkpoint=ctx.checkpoint)
+    result = FinetuneResult(
+        run_dir=ctx.root, global_step=trainer.state.global_step,
+        train_loss=output.training_loss, tokens_per_second=meter.overall(),
+    )
+    return output, result
+
+
+def save_run(ctx: RunContext, cfg: RunConfig, trainer: Any, tokenizer: Any, output: Any, meter: Any,
+             sources: dict[str, str], *, full: bool, **numbers: Any) -> tuple[Path, dict[str, Any]]:
+    """Save a finished ``Trainer``'s weights and write the manifest with its step, loss and throughput.
+
+    Args:
+        output: What ``trainer.train()`` returned.
+        meter: From :func:`attach_logging`.
+        numbers: The recipe's own manifest fields (wall_seconds, precision, packing, ...).
+
+    Returns:
+        ``(weights folder, manifest)``.
+    """
+    weights = save_weights(ctx, trainer.model, tokenizer, full=full)
+    manifest = write_manifest(
+        ctx, cfg, sources, tokens_seen=trainer.tokens_seen, tokens_per_second=meter.overall(),
+        global_step=trainer.state.global_step, train_loss=output.training_loss, world_size=trainer.args.world_size,
+        **numbers,
+    )
+    return weights, manifest
 
 
 def write_manifest(ctx: RunContext, cfg: RunConfig, sources: dict[str, str], **numbers: Any) -> dict[str, Any]:
@@ -128,5 +183,32 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, base_p
     )
     console.print(result.summary_table())
     manifest["eval_seconds"] = round(time.perf_counter() - started, 1)
+    ctx.write_json("manifest.json", manifest)
+    return result
+
+
+def evaluate_pairs(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, pairs: list[dict], console: Any,
+                   manifest: dict[str, Any]) -> Any:
+    """Preference accuracy of base vs tuned on held-out pairs, into ``eval/preference.json``.
+
+    The base is the same weights with the adapter switched off, as in training. Returns
+    ``None`` when evaluation is off or there are no test pairs.
+    """
+    if not cfg.eval.enabled or not pairs:
+        return None
+    from tuneforge.eval.preference import compare_pairs, pair_logps
+
+    started = time.perf_counter()
+    model.eval()
+    tuned = pair_logps(model, tokenizer, pairs)
+    with model.disable_adapter():
+        base = pair_logps(model, tokenizer, pairs)
+    result = compare_pairs(
+        base, tuned, beta=cfg.training.dpo.beta, samples=cfg.eval.bootstrap_samples, seed=cfg.training.seed,
+        tuned_name=cfg.name,
+    )
+    ctx.write_json("eval/preference.json", result.to_dict())
+    console.print(result.summary_table())
+    manifest["preference_eval_seconds"] = round(time.perf_counter() - started, 1)
     ctx.write_json("manifest.json", manifest)
     return result

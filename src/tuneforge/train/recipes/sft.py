@@ -57,22 +57,16 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
         from transformers import EarlyStoppingCallback
 
         trainer.add_callback(EarlyStoppingCallback(early.patience, early.threshold))
-    output = trainer.train(resume_from_checkpoint=ctx.checkpoint)
+    output, result = steps.train(ctx, trainer, meter)
     train_seconds = time.perf_counter() - started
-    result = FinetuneResult(
-        run_dir=ctx.root, global_step=trainer.state.global_step,
-        train_loss=output.training_loss, tokens_per_second=meter.overall(),
-    )
     if not ctx.is_main:
         return result
 
     # --- save
-    weights = steps.save_weights(ctx, trainer.model, tokenizer, full=cfg.method.name == "full")
-    result.manifest = steps.write_manifest(
-        ctx, cfg, prepared.sources, wall_seconds=train_seconds, tokens_seen=trainer.tokens_seen,
-        tokens_per_second=meter.overall(), global_step=trainer.state.global_step,
-        train_loss=output.training_loss, precision=precision, packing=packing,
-        trainable_parameters=trainable, total_parameters=total, world_size=args.world_size,
+    weights, result.manifest = steps.save_run(
+        ctx, cfg, trainer, tokenizer, output, meter, prepared.sources, full=cfg.method.name == "full",
+        wall_seconds=train_seconds, precision=precision, packing=packing,
+        trainable_parameters=trainable, total_parameters=total,
         estimated_peak_mb=round(plan.memory.total / MIB), gradient_checkpointing=plan.gradient_checkpointing,
     )
     console.print(
