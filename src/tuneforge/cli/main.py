@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "export": "tuneforge.cli.export:export",
     "audit": "tuneforge.cli.audit:app",
     "lm-eval": "tuneforge.cli.lm_eval:lm_eval",
+    "tune": "tuneforge.cli.tune:tune",
 }
 
 
