@@ -80,12 +80,18 @@ def test_two_workers_share_one_sqlite_study_without_duplicates(search_config, tm
 
 
 def test_median_pruner_stops_a_hopeless_trial_early(search_config, tmp_path):
-    config = search_config({"space": {"training.learning_rate": {"choice": [0.02, 1e-12]}}, "sampler": "grid",
-                            "startup_trials": 1, "heartbeat_seconds": 1}, max_steps=8)
-    result = tune(config, trials=4)
-    pruned = [t for t in result.study.trials if t.state == TrialState.PRUNED]
-    assert pruned, [(t.params, t.intermediate_values) for t in result.study.trials]
+    config = search_config({"space": {"training.learning_rate": {"choice": [0.02, 1e-12, 0.01]}}, "sampler": "grid",
+                            "seed": 0, "startup_trials": 1, "heartbeat_seconds": 1}, max_steps=8)
+    result = tune(config, trials=3)
+    trials = result.study.trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.number, t.state, t.params) for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     for t in pruned:
-        assert t.params["training.learning_rate"] == 1e-12
-        assert max(t.intermediate_values) < 8  # stopped before the last step
-    assert result.best_params["training.learning_rate"] == 0.02
+        step = max(t.intermediate_values)
+        assert step < 8  # stopped before the last step
+        earlier = sorted(c.intermediate_values[step] for c in complete if c.number < t.number)
+        assert t.intermediate_values[step] > earlier[(len(earlier) - 1) // 2]  # worse than the median at that step
+        assert "TrialPruned" in (tmp_path / "runs" / "tiny" / f"tiny-t{t.number}" / "status.json").read_text()
+        assert not (tmp_path / "runs" / "tiny" / f"tiny-t{t.number}" / "adapter").exists()  # no weights saved
+    assert result.best_params["training.learning_rate"] != 1e-12

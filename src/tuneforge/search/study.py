@@ -11,6 +11,7 @@ for inspection; the trial is not retried, since the sampler proposes a new one a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -128,12 +129,18 @@ def tune(
 
 def load_study(search: SearchConfig, name: str, url: str) -> optuna.Study:
     """Create the study, or load it when it exists (a restart, or another worker)."""
+    from filelock import FileLock
+
     beat = search.heartbeat_seconds
-    storage = optuna.storages.RDBStorage(
-        url, heartbeat_interval=beat, grace_period=3 * beat,
-        # SQLite locks the whole file per write; several local workers wait instead of failing.
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-    )
+    sqlite = url.startswith("sqlite:///")
+    # Two workers starting at once both try to create the tables (alembic stamps the schema) and
+    # one fails; for a local SQLite file a lock beside it makes the first one create them.
+    with FileLock(url.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=beat, grace_period=3 * beat,
+            # SQLite locks the whole file per write; several local workers wait instead of failing.
+            engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
+        )
     if search.sampler == "grid":
         sampler: optuna.samplers.BaseSampler = optuna.samplers.GridSampler(search_space.grid(search), seed=search.seed)
     elif search.sampler == "random":
@@ -145,10 +152,11 @@ def load_study(search: SearchConfig, name: str, url: str) -> optuna.Study:
         "hyperband": lambda: optuna.pruners.HyperbandPruner(),
         "none": lambda: optuna.pruners.NopPruner(),
     }[search.pruner]()
-    return optuna.create_study(
-        storage=storage, study_name=name, sampler=sampler, pruner=pruner, load_if_exists=True,
-        direction="maximize" if search.maximize else "minimize",
-    )
+    with FileLock(url.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
+        return optuna.create_study(
+            storage=storage, study_name=name, sampler=sampler, pruner=pruner, load_if_exists=True,
+            direction="maximize" if search.maximize else "minimize",
+        )
 
 
 def _taken(study: optuna.Study) -> int:
