@@ -14,7 +14,7 @@ def test_three_trials_write_best_config_that_trains(search_config, tmp_path):
     for t in trials:  # every trial is a real run directory
         assert (tmp_path / "runs" / "tiny" / f"tiny-t{t.number}" / "config.yaml").is_file()
     best = load_config(result.best_config)
-    assert best.search is None and best.name == "tiny-best"
+    assert best.search is None and best.name == "tiny-best" and best.out_dir == str(tmp_path / "runs")
     assert best.training.learning_rate == result.best_params["training.learning_rate"]
     assert best.method.r == result.best_params["method.r"]
     assert (result.study_dir / "report.md").read_text().count("| tiny") == 0  # table rows are trials

@@ -124,7 +124,7 @@ def tune(
             console.print(f"search: --timeout {timeout:g}s reached")
             break
         opt_study.optimize(objective, n_trials=1, catch=(TrainingError, _Surplus))
-    return finish(opt_study, search, study_dir, base, console)
+    return finish(opt_study, config, search, study_dir, base, console)
 
 
 def load_study(search: SearchConfig, name: str, url: str) -> optuna.Study:
@@ -192,7 +192,8 @@ def _objective(config: str | Path, overrides: Sequence[str], search: SearchConfi
     return objective
 
 
-def finish(study: optuna.Study, search: SearchConfig, study_dir: Path, base: RunConfig, console: Any) -> TuneResult:
+def finish(study: optuna.Study, config: str | Path, search: SearchConfig, study_dir: Path, base: RunConfig,
+           console: Any) -> TuneResult:
     """Write ``best.yaml`` and the report; print the trials table."""
     from tuneforge.search.report import write_report
 
@@ -201,21 +202,19 @@ def finish(study: optuna.Study, search: SearchConfig, study_dir: Path, base: Run
     if complete:
         best = study.best_trial
         result.best_value, result.best_params = best.value, dict(best.params)
-        cfg = load_config(data=_trial_config(best))
+        # Rebuilt from the config and the trial's overrides, not read from its run folder: with a
+        # shared database the best trial may have run on another machine.
+        cfg = load_config(config, best.user_attrs["overrides"])
         result.best_config = study_dir / "best.yaml"
         result.best_config.write_text(best_yaml(cfg, base.name, best.number, search.metric, best.value))
     result.report = write_report(study, search, study_dir, console)
     return result
 
 
-def _trial_config(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return yaml.safe_load((Path(trial.user_attrs["run_dir"]) / "config.yaml").read_text())
-
-
 def best_yaml(cfg: RunConfig, name: str, number: int, metric: str, value: float) -> str:
     """The best trial's config, ready for ``tuneforge train``: no search section, its own run name."""
     data = cfg.model_dump(mode="json", exclude={"search"})
     data["name"] = f"{name}-best"
-    data["out_dir"] = str(Path(cfg.out_dir).parent)
+    # out_dir stays the config's: the best run sits beside the study folder, not among its trials
     head = f"# Best trial {number} of study '{name}' (validation {metric} {value:.6g}); train it: tuneforge train THIS_FILE\n"
     return head + yaml.safe_dump(data, sort_keys=False)
