@@ -29,6 +29,7 @@ PUBLIC_API = {
     },
     "tuneforge.methods": {"BUILDERS", "PROMPT_LEARNING", "apply", "load_kwargs", "lora_config", "trainable_parameters"},
     "tuneforge.train": {"FinetuneResult", "finetune"},
+    "tuneforge.search": {"TuneResult", "tune"},
     "tuneforge.eval": {
         "ChangedExamples", "EvalResult", "ForgettingResult", "Generations", "METRIC_NAMES", "MetricComparison", "NO_TEST_ROWS",
         "MetricValues", "PairedInterval", "RunsComparison", "bootstrap_indices", "changed_examples", "compare_runs",

@@ -3,7 +3,7 @@
 ``pip install tuneforge`` installs what training, evaluation and export need;
 ``tuneforge[serve]`` adds the HTTP stack (FastAPI, uvicorn, Prometheus),
 ``tuneforge[plots]`` matplotlib for the report's images, ``tuneforge[interop]``
-llama.cpp and lm-evaluation-harness. ``make install`` installs them all.
+llama.cpp and lm-evaluation-harness, ``tuneforge[search]`` optuna for ``tuneforge tune``. ``make install`` installs them all.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "audit": "tuneforge.cli.audit:app",
     "lm-eval": "tuneforge.cli.lm_eval:lm_eval",
     "ui": "tuneforge.cli.ui:ui",
+    "tune": "tuneforge.cli.tune:tune",
 }
 
 

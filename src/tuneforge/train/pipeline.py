@@ -8,7 +8,7 @@ so a new objective never adds a branch here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.config.load import load_config
 from tuneforge.config.preflight import preflight
@@ -23,7 +23,9 @@ __all__ = ["FinetuneResult", "finetune", "latest_complete_checkpoint"]
 
 
 @audited_finetune  # audit log: who ran it, config, data and model hashes, artifacts, how it ended
-def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: Any = None) -> FinetuneResult:
+def finetune(
+    config: RunConfig | str | Path, *, resume: bool = False, console: Any = None, callbacks: Sequence[Any] = ()
+) -> FinetuneResult:
     """Prepare data, train, save, and evaluate one run.
 
     Running it again on a finished run with the same config trains nothing: it returns the stored
@@ -33,6 +35,8 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
         config: A :class:`RunConfig` or the path of a YAML config.
         resume: Continue from the newest complete checkpoint in ``RUN/checkpoints`` (after a crash or kill).
         console: A ``rich.console.Console`` for progress and tables (default: stderr).
+        callbacks: Extra ``transformers.TrainerCallback`` objects added to the trainer (how the
+            hyperparameter search reports validation metrics to optuna and prunes a trial).
 
     Returns:
         A :class:`FinetuneResult`.
@@ -53,7 +57,7 @@ def finetune(config: RunConfig | str | Path, *, resume: bool = False, console: A
     with RunContext.open(cfg, resume=resume) as ctx:
         if ctx.finished:
             return _stored(ctx, console)
-        result = recipe(ctx, cfg, console)
+        result = recipe(ctx, cfg, console, callbacks=callbacks)
         if ctx.is_main:  # RUN/README.md: base model, data, eval, audit entry
             ctx.write_text("README.md", str(build_model_card(ctx.root, ctx.root)))
         ctx.mark_finished()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.train.context import RunContext
@@ -67,8 +67,10 @@ def prepare_pairs(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any)
     return pairs
 
 
-def attach_logging(ctx: RunContext, trainer: Any, console: Any) -> Any:
-    """Progress bar, ``metrics.jsonl``, TensorBoard and per-rank reports on a ``Trainer``.
+def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[Any] = ()) -> Any:
+    """Progress bar, ``metrics.jsonl``, TensorBoard and per-rank reports on a ``Trainer``, then ``extra`` callbacks.
+
+    ``extra`` come last, so they see each evaluation after it is logged (the search prunes there).
 
     Returns:
         The :class:`tuneforge.train.callbacks.ThroughputMeter` measuring real tokens/s.
@@ -90,6 +92,8 @@ def attach_logging(ctx: RunContext, trainer: Any, console: Any) -> Any:
         trainer.add_callback(cb.MetricsLogCallback(ctx.append_metrics, meter))
         trainer.add_callback(cb.RichProgressCallback(console))
         trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(ctx.paths.tensorboard))))
+    for callback in extra:
+        trainer.add_callback(callback)
     return meter
 
 

@@ -10,7 +10,7 @@ the main process writes the run and evaluates.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.train import steps
@@ -18,7 +18,7 @@ from tuneforge.train.context import RunContext
 from tuneforge.train.result import FinetuneResult
 
 
-def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
+def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] = ()) -> FinetuneResult:
     """Fine-tune on the answers of ``cfg.data``; see the module docstring for the order of steps."""
     from tuneforge import methods
     from tuneforge.data.pack import Collator
@@ -51,7 +51,7 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
         selective_head=cfg.method.name not in methods.PROMPT_LEARNING,
         validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
     )
-    meter = steps.attach_logging(ctx, trainer, console)
+    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
     early = cfg.training.early_stopping
     if early is not None:
         from transformers import EarlyStoppingCallback
@@ -80,11 +80,12 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
 
 
 def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict]) -> Any:
-    """Generation metrics on validation, when early stopping watches one (not the loss)."""
-    early = cfg.training.early_stopping
-    if early is None or early.metric.removeprefix("eval_") in {"loss", "perplexity"} or not examples:
+    """Generation metrics on validation, when early stopping or the search watches one (not the loss)."""
+    watched = [cfg.training.early_stopping.metric if cfg.training.early_stopping else None,
+               cfg.search.metric if cfg.search else None]
+    metrics = sorted({m.removeprefix("eval_") for m in watched if m} - {"loss", "perplexity"})
+    if not metrics or not examples:
         return None
     from tuneforge.eval import score
 
-    metric = early.metric.removeprefix("eval_")
-    return lambda model: score(model, tokenizer, examples, cfg.eval, metrics=[metric])
+    return lambda model: score(model, tokenizer, examples, cfg.eval, metrics=metrics)

@@ -1,0 +1,220 @@
+"""Create or load a study, run trials as real runs, and export the best config.
+
+Why ``study.optimize(n_trials=1)`` in a loop and not one ``optimize(n_trials=N)``: ``--trials N``
+counts the study's finished trials (complete or pruned) across restarts and workers, so each worker
+re-reads that count before it starts another trial. One ``optimize`` call per trial still gets
+optuna's heartbeat thread and its ``fail_stale_trials`` at each trial start: a trial whose worker
+was killed stops beating and is marked FAIL by the next worker (or the restarted one) once it has
+been silent for 3 heartbeats. Its run folder is left as it is (its ``status.json`` reads ``killed``)
+for inspection; the trial is not retried, since the sampler proposes a new one anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+from transformers import TrainerCallback
+
+from tuneforge.config.load import load_config
+from tuneforge.config.schema import RunConfig, SearchConfig
+from tuneforge.errors import ConfigError, TrainingError
+from tuneforge.search import space as search_space
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class TuneResult:
+    """What a search produced: the study, its folder, and the best trial (None when none completed)."""
+
+    study: optuna.Study
+    study_dir: Path
+    best_config: Path | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None
+
+
+class _Surplus(Exception):
+    """Another worker already started the study's last trial; this one records nothing."""
+
+
+class PruningCallback(TrainerCallback):
+    """Reports each validation ``eval_<metric>`` to the optuna trial; raises TrialPruned when it is hopeless.
+
+    Raising inside the Trainer ends the run unsaved (its status reads failed: TrialPruned), which is
+    what a pruned trial should cost: no weights written and no test evaluation.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str):
+        self.trial, self.metric = trial, metric
+        self.last: float | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = _metric(metrics or {}, self.metric)
+        if value is None:
+            return
+        self.last = value
+        self.trial.report(value, step=state.global_step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {state.global_step}: validation {self.metric} {value:.4g}")
+
+
+def _metric(metrics: dict[str, float], name: str) -> float | None:
+    if name == "perplexity" and "eval_loss" in metrics:
+        return math.exp(min(metrics["eval_loss"], 50.0))
+    value = metrics.get(f"eval_{name}")
+    return None if value is None else float(value)
+
+
+def tune(
+    config: str | Path, *, trials: int | None = None, timeout: float | None = None, storage: str | None = None,
+    study: str | None = None, overrides: Sequence[str] = (), console: Any = None,
+) -> TuneResult:
+    """Run (or continue) the hyperparameter search of ``config``'s ``search:`` section.
+
+    Args:
+        config: A run config (YAML) with a ``search:`` section.
+        trials: Finished trials the study should hold (default ``search.trials``); a restarted or
+            second worker only runs what is missing.
+        timeout: Stop starting new trials after this many seconds.
+        storage: An optuna RDB URL (``postgresql://...`` for several machines); default
+            ``sqlite:///<out_dir>/<study>/study.db``.
+        study: The study name (default: the config's ``name``); its trials run under ``out_dir/<study>/``.
+        overrides: ``--set`` overrides applied to every trial.
+        console: A ``rich.console.Console``.
+
+    Returns:
+        A :class:`TuneResult` with the best config written as ``out_dir/<study>/best.yaml``.
+
+    Raises:
+        ConfigError: no ``search:`` section, a bad search space, or ``trials`` < 1.
+    """
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    base = load_config(config, overrides)
+    if base.search is None:
+        raise ConfigError(f"{config}: no 'search:' section; add one, e.g. search: {{space: "
+                          "{training.learning_rate: {loguniform: [1e-5, 1e-3]}}}")
+    search = base.search
+    n_trials = search.trials if trials is None else trials
+    if n_trials < 1:
+        raise ConfigError(f"--trials {n_trials}: an empty study finds nothing; give at least 1 trial")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"--timeout {timeout}: give a positive number of seconds")
+    search_space.check_values(config, search, overrides)
+    name = study or base.name
+    study_dir = Path(base.out_dir) / name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    opt_study = load_study(search, name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}")
+    started = time.monotonic()
+    objective = _objective(config, overrides, search, base, study_dir, n_trials, console)
+    while _taken(opt_study) < n_trials:
+        left = None if timeout is None else timeout - (time.monotonic() - started)
+        if left is not None and left <= 0:
+            console.print(f"search: --timeout {timeout:g}s reached")
+            break
+        opt_study.optimize(objective, n_trials=1, catch=(TrainingError, _Surplus))
+    return finish(opt_study, config, search, study_dir, base, console)
+
+
+def load_study(search: SearchConfig, name: str, url: str) -> optuna.Study:
+    """Create the study, or load it when it exists (a restart, or another worker)."""
+    from filelock import FileLock
+
+    beat = search.heartbeat_seconds
+    sqlite = url.startswith("sqlite:///")
+    # Two workers starting at once both try to create the tables (alembic stamps the schema) and
+    # one fails; for a local SQLite file a lock beside it makes the first one create them.
+    with FileLock(url.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=beat, grace_period=3 * beat,
+            # SQLite locks the whole file per write; several local workers wait instead of failing.
+            engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
+        )
+    if search.sampler == "grid":
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.GridSampler(search_space.grid(search), seed=search.seed)
+    elif search.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=search.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=max(search.startup_trials, 1))
+    pruner: optuna.pruners.BasePruner = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials, n_warmup_steps=0),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(),
+        "none": lambda: optuna.pruners.NopPruner(),
+    }[search.pruner]()
+    with FileLock(url.removeprefix("sqlite:///") + ".lock") if sqlite else contextlib.nullcontext():
+        return optuna.create_study(
+            storage=storage, study_name=name, sampler=sampler, pruner=pruner, load_if_exists=True,
+            direction="maximize" if search.maximize else "minimize",
+        )
+
+
+def _taken(study: optuna.Study) -> int:
+    """Trials that count toward ``--trials``: finished ones and ones a live worker is running."""
+    return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
+
+
+def _objective(config: str | Path, overrides: Sequence[str], search: SearchConfig, base: RunConfig,
+               study_dir: Path, n_trials: int, console: Any):
+    from tuneforge.train.pipeline import finetune
+
+    def objective(trial: optuna.Trial) -> float:
+        # Two workers can pass the count check at the same moment; the later trial stands down.
+        earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+                   if t.number < trial.number]
+        if len(earlier) >= n_trials:
+            trial.set_user_attr("surplus", f"the study already had {n_trials} trials")
+            raise _Surplus(trial.number)
+        params = search_space.suggest(trial, search)
+        run_name = f"{base.name}-t{trial.number}"
+        sampled = search_space.overrides(params)
+        trial.set_user_attr("run_dir", str(study_dir / run_name))
+        trial.set_user_attr("overrides", [*overrides, *sampled])
+        cfg = load_config(config, [*overrides, *sampled, f"name={run_name}", f"out_dir={study_dir}"])
+        console.print(f"[bold]trial {trial.number}[/] {', '.join(sampled)} -> {cfg.run_dir}", highlight=False)
+        reporter = PruningCallback(trial, search.metric)
+        finetune(cfg, console=console, callbacks=[reporter])
+        if reporter.last is None:
+            raise ConfigError(f"trial {trial.number} ({cfg.run_dir}) reported no validation {search.metric}: "
+                              "it needs validation data and at least one evaluation (training.eval_steps)")
+        return reporter.last
+
+    return objective
+
+
+def finish(study: optuna.Study, config: str | Path, search: SearchConfig, study_dir: Path, base: RunConfig,
+           console: Any) -> TuneResult:
+    """Write ``best.yaml`` and the report; print the trials table."""
+    from tuneforge.search.report import write_report
+
+    result = TuneResult(study=study, study_dir=study_dir)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        best = study.best_trial
+        result.best_value, result.best_params = best.value, dict(best.params)
+        # Rebuilt from the config and the trial's overrides, not read from its run folder: with a
+        # shared database the best trial may have run on another machine.
+        cfg = load_config(config, best.user_attrs["overrides"])
+        result.best_config = study_dir / "best.yaml"
+        result.best_config.write_text(best_yaml(cfg, base.name, best.number, search.metric, best.value))
+    result.report = write_report(study, search, study_dir, console)
+    return result
+
+
+def best_yaml(cfg: RunConfig, name: str, number: int, metric: str, value: float) -> str:
+    """The best trial's config, ready for ``tuneforge train``: no search section, its own run name."""
+    data = cfg.model_dump(mode="json", exclude={"search"})
+    data["name"] = f"{name}-best"
+    # out_dir stays the config's: the best run sits beside the study folder, not among its trials
+    head = f"# Best trial {number} of study '{name}' (validation {metric} {value:.6g}); train it: tuneforge train THIS_FILE\n"
+    return head + yaml.safe_dump(data, sort_keys=False)
