@@ -17,7 +17,7 @@ from pathlib import Path
 from tuneforge.errors import EvalError
 from tuneforge.eval.jsonl import parse_json_lines
 from tuneforge.eval.plots import plot_loss_curves, plot_metric_bars, read_metrics_log
-from tuneforge.eval.result import EvalResult, fmt, fmt_ci
+from tuneforge.eval.result import LIKELIHOOD_TIMING, EvalResult, fmt, fmt_ci
 from tuneforge.rundir import RunDir
 
 SHOWN_CHANGES = 10
@@ -235,6 +235,8 @@ def _method_section(result: EvalResult) -> list[str]:
              "example longer than the model's context is scored on its last tokens (the answer)"
              + (f"; {s['loss_examples_skipped']} examples had no answer token within the context and were not "
                 "scored for loss." if s.get("loss_examples_skipped") else ".")]
-    for side, t in result.timing.items():
-        lines.append(f"- Generation time ({side}): {t['seconds']:.1f} s, {t['examples_per_second']:.2f} examples/s.")
+    for key, t in result.timing.items():
+        side, _, kind = key.partition(" ")
+        what = "Label likelihood scoring time" if kind == LIKELIHOOD_TIMING else "Generation time"
+        lines.append(f"- {what} ({side}): {t['seconds']:.1f} s, {t['examples_per_second']:.2f} examples/s.")
     return lines
