@@ -75,7 +75,8 @@ def test_run_lora_against_base(tuned, tiny_model_dir, tickets, general_text, tmp
     assert all(r["tuned_likeliest_label"] in LABELS and set(r["tuned_label_logprobs"]) == set(LABELS) for r in rows)
     hits = [float(r["tuned_likeliest_label"] == r["reference"]) for r in rows]
     assert likely.tuned == pytest.approx(sum(hits) / len(hits))
-    assert "Label likelihood scoring time (tuned)" in (tmp_path / "eval" / "report.md").read_text()
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Label likelihood scoring time (tuned)" in report and "summed log-probability" in report
 
     # The adapter is switched back on afterwards: the tuned loss is measured again.
     again = score(tuned.model, tuned.tokenizer, tickets, cfg, metrics=["loss"], max_seq_length=256)["loss"]
