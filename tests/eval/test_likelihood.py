@@ -94,3 +94,16 @@ def test_a_model_taught_one_label_picks_it(tiny_model_dir, tiny_tokenizer):
     refund = LABELS.index("refund")
     assert not all(before == refund)  # the random model did not already prefer it
     assert all(after == refund)
+
+
+def test_prompt_tuning_model_is_scored_without_cache_sharing(tiny_model_dir, tiny_tokenizer):
+    """Prompt tuning prepends virtual tokens, so its labels are scored as full rows; the answer is still the argmax."""
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    scores = score_labels(model, tiny_tokenizer, _examples()[:3], LABELS)
+    assert scores.logprobs.shape == (3, len(LABELS)) and np.isfinite(scores.logprobs).all()
+    assert (scores.logprobs < 0).all()

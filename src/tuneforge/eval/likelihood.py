@@ -62,19 +62,14 @@ def label_continuations(tokenizer: Any, example: dict, labels: Sequence[str]) ->
     for label in labels:
         f = tokenize_example({"messages": [*prompt, {"role": "assistant", "content": label}]}, tokenizer,
                              max_seq_length=2**62)
-        # Only the final answer: earlier assistant turns of a multi-turn prompt are labelled too.
-        answer = [t for t, lab in zip(f["input_ids"], f["labels"]) if lab != IGNORE_INDEX]
-        out.append(answer[len(answer) - _answer_length(f["labels"], IGNORE_INDEX) :])
+        ids, marks = f["input_ids"], f["labels"]
+        # Only the final answer's run of labelled tokens: earlier assistant turns of the prompt are labelled too.
+        end = max(i for i, mark in enumerate(marks) if mark != IGNORE_INDEX) + 1
+        start = end
+        while start > 0 and marks[start - 1] != IGNORE_INDEX:
+            start -= 1
+        out.append(list(ids[start:end]))
     return out
-
-
-def _answer_length(labels: Sequence[int], ignore: int) -> int:
-    n = 0
-    for lab in reversed(labels):
-        if lab == ignore and n:
-            break
-        n += lab != ignore
-    return n
 
 
 def score_labels(

@@ -22,10 +22,10 @@ from tuneforge.eval.compare import bootstrap_indices, changed_examples, paired_b
 from tuneforge.eval.forgetting import compare_perplexity, document_nll, load_reference_texts, reference_source
 from tuneforge.eval.generate import Generations, generate_answers
 from tuneforge.eval.length import context_length, resolve_generation
+from tuneforge.eval.likelihood import LabelScores, score_labels
 from tuneforge.eval.loss import answer_nll
 from tuneforge.eval.report import save_outputs
 from tuneforge.eval.result import LIKELIHOOD_TIMING, EvalResult, MetricComparison
-from tuneforge.eval.likelihood import LabelScores, score_labels
 from tuneforge.eval.scoring import LIKELIHOOD_METRICS, LOSS_METRICS, Scored, score_outputs
 
 log = logging.getLogger("tuneforge.eval")
@@ -312,7 +312,7 @@ def _clean(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def _prediction_rows(examples, kind, references, outputs: dict[str, _Outputs], cfg_labels) -> list[dict]:
+def _prediction_rows(examples, kind, references, outputs: dict[str, _Outputs], labels) -> list[dict]:
     from tuneforge.data import prompt_messages
 
     rows = []
@@ -335,8 +335,8 @@ def _prediction_rows(examples, kind, references, outputs: dict[str, _Outputs], c
                 row[f"{side}_label"] = scored.labels[i]
             if outputs[side].likelihood is not None:  # the most probable label, and how probable each was
                 lp = outputs[side].likelihood.logprobs[i]
-                row[f"{side}_likeliest_label"] = cfg_labels[int(lp.argmax())]
-                row[f"{side}_label_logprobs"] = {label: round(float(v), 4) for label, v in zip(cfg_labels, lp)}
+                row[f"{side}_likeliest_label"] = labels[int(lp.argmax())]
+                row[f"{side}_label_logprobs"] = {label: round(float(v), 4) for label, v in zip(labels, lp)}
             row[f"{side}_scores"] = {n: _clean(float(mv.per_example[i])) for n, mv in scored.metrics.items()}
         rows.append(row)
     return rows
