@@ -4,7 +4,8 @@ Prompts are the messages before each example's final assistant turn, rendered
 with the tokenizer's chat template and ``add_generation_prompt=True``. They are
 sorted by length so a batch holds prompts of similar length (little padding),
 generated greedily or by sampling (``eval.generation``), stopped at the
-end-of-turn token, and returned in the original order.
+end-of-turn token, and returned in the original order. The tokens every prompt
+starts with are run once and shared through the KV cache (:class:`SharedPrefix`).
 
 Each answer that reached ``max_new_tokens`` without a stop token is flagged
 ``truncated``: it was cut, not finished, and the report counts it apart from
