@@ -27,7 +27,8 @@ def plain(tiny_model_dir):
 @pytest.mark.parametrize(
     "requested, labels, kind, expected",
     [
-        (None, LABELS, "chat", ["loss", "perplexity", "accuracy", "macro_f1", "exact_match"]),
+        (None, LABELS, "chat", ["loss", "perplexity", "accuracy", "macro_f1", "label_likelihood_accuracy",
+                                "label_likelihood_macro_f1", "exact_match"]),
         (None, None, "text", ["loss", "perplexity"]),
         (None, None, "chat", ["loss", "perplexity", "exact_match", "token_f1", "rouge"]),
         (["bleu", "chrf", "bleu"], None, "chat", ["bleu", "chrf"]),
@@ -35,6 +36,11 @@ def plain(tiny_model_dir):
 )
 def test_default_metrics(requested, labels, kind, expected):
     assert resolve_metrics(requested, labels=labels, kind=kind) == expected
+
+
+def test_likelihood_metrics_need_labels():
+    with pytest.raises(EvalError, match="label_likelihood_accuracy need a label set"):
+        resolve_metrics(["label_likelihood_accuracy"], labels=None, kind="chat")
 
 
 def test_json_references_default_to_json_metrics():

@@ -36,7 +36,8 @@ def test_run_lora_against_base(tuned, tiny_model_dir, tickets, general_text, tmp
 
     assert isinstance(result, EvalResult)
     assert result.baseline_name == "base" and result.examples == len(tickets)
-    assert list(result.metrics) == ["loss", "perplexity", "accuracy", "macro_f1", "exact_match"]
+    assert list(result.metrics) == ["loss", "perplexity", "accuracy", "macro_f1", "label_likelihood_accuracy",
+                                    "label_likelihood_macro_f1", "exact_match"]
     for name in ("metrics.json", "predictions.jsonl", "report.md", "report.html", "metrics.png"):
         assert (tmp_path / "eval" / name).is_file(), name
 
@@ -67,6 +68,16 @@ def test_run_lora_against_base(tuned, tiny_model_dir, tickets, general_text, tmp
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["metrics"]["accuracy"]["tuned"] == result.metrics["accuracy"].tuned
     assert saved["settings"]["bootstrap_samples"] == 200 and saved["timing"]["tuned"]["examples_per_second"] > 0
+    assert saved["timing"]["base label likelihood"]["examples_per_second"] > 0
+
+    # Label likelihood: every example gets a label (none unparseable), compared base vs tuned with intervals.
+    likely = result.metrics["label_likelihood_accuracy"]
+    assert likely.base_ci is not None and likely.diff_ci is not None and likely.tuned_ci[0] <= likely.tuned <= likely.tuned_ci[1]
+    assert all(r["tuned_likeliest_label"] in LABELS and set(r["tuned_label_logprobs"]) == set(LABELS) for r in rows)
+    hits = [float(r["tuned_likeliest_label"] == r["reference"]) for r in rows]
+    assert likely.tuned == pytest.approx(sum(hits) / len(hits))
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "Label likelihood scoring time (tuned)" in report and "summed log-probability" in report
 
     # The adapter is switched back on afterwards: the tuned loss is measured again.
     again = score(tuned.model, tuned.tokenizer, tickets, cfg, metrics=["loss"], max_seq_length=256)["loss"]

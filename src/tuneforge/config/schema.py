@@ -399,6 +399,7 @@ MetricName = Literal[
     "loss", "perplexity", "exact_match", "accuracy", "macro_f1", "token_f1",
     "rouge", "bleu", "chrf", "json_validity", "json_field_accuracy",
     "json_field_precision", "json_field_recall", "json_field_f1",
+    "label_likelihood_accuracy", "label_likelihood_macro_f1",
 ]
 
 
@@ -428,7 +429,8 @@ class EvalConfig(_Section):
     enabled: bool = Field(True, description="Evaluate at the end of `tuneforge train`.")
     metrics: list[MetricName] | None = Field(
         None,
-        description="Metrics to compute; default by data: accuracy+macro_f1 with labels, json_validity + "
+        description="Metrics to compute; default by data: accuracy+macro_f1 (of generated answers) and "
+        "label_likelihood_accuracy+label_likelihood_macro_f1 (most probable label, no generation) with labels, json_validity + "
         "json_field precision/recall/F1 when every reference is a JSON object, else exact_match+token_f1+rouge.",
     )
     labels: list[str] | None = Field(None, description="Closed label set for classification tasks.")

@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from tuneforge.config.schema import EvalConfig
 from tuneforge.errors import EvalError
 from tuneforge.eval.metrics import normalize_text
-from tuneforge.eval.scoring import JSON_FIELD_METRICS, LABEL_METRICS, LOSS_METRICS, METRIC_NAMES, label_index
+from tuneforge.eval.scoring import (
+    JSON_FIELD_METRICS,
+    LABEL_METRICS,
+    LIKELIHOOD_METRICS,
+    LOSS_METRICS,
+    METRIC_NAMES,
+    label_index,
+)
 
 # Metrics that compare answers field by field, so every reference must be a JSON object.
 _NEEDS_JSON_REFERENCE = ("json_field_accuracy", *JSON_FIELD_METRICS)
@@ -72,7 +79,8 @@ def resolve_metrics(
 ) -> list[str]:
     """The metric names to compute: the requested ones checked, or the defaults for the data.
 
-    Defaults: with labels, loss, perplexity, accuracy, macro_f1 and exact_match;
+    Defaults: with labels, loss, perplexity, accuracy, macro_f1, their label-likelihood
+    counterparts and exact_match;
     raw text, loss and perplexity; when every reference is a JSON object, loss,
     perplexity, exact_match, json_validity and field precision/recall/F1;
     otherwise loss, perplexity, exact_match, token_f1 and rouge.
@@ -85,7 +93,7 @@ def resolve_metrics(
         if kind == "text":
             return list(LOSS_METRICS)
         if labels:
-            return [*LOSS_METRICS, *LABEL_METRICS, "exact_match"]
+            return [*LOSS_METRICS, *LABEL_METRICS, *LIKELIHOOD_METRICS, "exact_match"]
         if references and all(is_json_object(ref) for ref in references):
             return [*LOSS_METRICS, "exact_match", "json_validity", *JSON_FIELD_METRICS]
         return [*LOSS_METRICS, "exact_match", "token_f1", "rouge"]
@@ -95,7 +103,7 @@ def resolve_metrics(
             f"metrics {', '.join(generated)} need prompts and reference answers, but the data is raw text; "
             "raw text supports only loss and perplexity"
         )
-    if not labels and (needs := [n for n in names if n in LABEL_METRICS]):
+    if not labels and (needs := [n for n in names if n in LABEL_METRICS or n in LIKELIHOOD_METRICS]):
         raise EvalError(f"metrics {', '.join(needs)} need a label set: set eval.labels (or --labels a,b,c)")
     return names
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tuneforge.errors import EvalError
 from tuneforge.eval.jsonl import parse_json_lines
 from tuneforge.eval.plots import NO_PLOTS, plot_loss_curves, plot_metric_bars, plots_available, read_metrics_log
-from tuneforge.eval.result import EvalResult, fmt, fmt_ci
+from tuneforge.eval.result import LIKELIHOOD_TIMING, EvalResult, fmt, fmt_ci
 from tuneforge.rundir import RunDir
 
 SHOWN_CHANGES = 10
@@ -237,6 +237,13 @@ def _method_section(result: EvalResult) -> list[str]:
              "example longer than the model's context is scored on its last tokens (the answer)"
              + (f"; {s['loss_examples_skipped']} examples had no answer token within the context and were not "
                 "scored for loss." if s.get("loss_examples_skipped") else ".")]
-    for side, t in result.timing.items():
-        lines.append(f"- Generation time ({side}): {t['seconds']:.1f} s, {t['examples_per_second']:.2f} examples/s.")
+    if any(name.startswith("label_likelihood_") for name in result.metrics):
+        lines.append("- Label likelihood (label_likelihood_accuracy, label_likelihood_macro_f1): no generation; each "
+                     "label and the end-of-turn token are scored by their summed log-probability after the prompt, "
+                     "and the most probable label is the answer (never unparseable). The sum, not the per-token "
+                     "mean: it is the probability of answering exactly that label.")
+    for key, t in result.timing.items():
+        side, _, kind = key.partition(" ")
+        what = "Label likelihood scoring time" if kind == LIKELIHOOD_TIMING else "Generation time"
+        lines.append(f"- {what} ({side}): {t['seconds']:.1f} s, {t['examples_per_second']:.2f} examples/s.")
     return lines

@@ -16,6 +16,8 @@ from tuneforge.eval.compare import CONFIDENCE, ChangedExamples
 from tuneforge.eval.forgetting import ForgettingResult
 
 SCHEMA_VERSION = 1
+LIKELIHOOD_TIMING = "label likelihood"
+"""``EvalResult.timing`` key suffix of label scoring (``"tuned label likelihood"``), beside generation's ``"tuned"``."""
 
 
 def _num(x: Any) -> Any:
@@ -93,7 +95,8 @@ class EvalResult:
         truncated: Answers that hit ``max_new_tokens`` without a stop token, per model (cut, not finished).
         prompts_truncated: Prompts longer than the model's context, cut from the left, per model.
         loss_truncated: Examples longer than the model's context, scored for loss on their last tokens.
-        timing: Seconds and examples/s of generation per model.
+        timing: Seconds and examples/s of generation per model (key ``tuned``, ``base``) and of
+            label likelihood scoring (key ``tuned label likelihood``, ...).
         settings: The eval config, bootstrap samples and seed, data source, kind.
         paths: Files written (report.md, report.html, metrics.json, predictions.jsonl, plots).
     """

@@ -24,10 +24,15 @@ from tuneforge.eval import metrics as m
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 LOSS_METRICS = ("loss", "perplexity")
 LABEL_METRICS = ("accuracy", "macro_f1")
+"""Over the label parsed from each generated answer."""
+LIKELIHOOD_METRICS = ("label_likelihood_accuracy", "label_likelihood_macro_f1")
+"""Over the label the model gives the highest log-probability (no generation: see :mod:`tuneforge.eval.likelihood`)."""
 JSON_FIELD_METRICS = ("json_field_precision", "json_field_recall", "json_field_f1")
 """Field-level micro precision/recall/F1 over JSON answers (slot extraction)."""
 JSON_METRICS = ("json_validity", "json_field_accuracy", *JSON_FIELD_METRICS)
 LOWER_IS_BETTER = frozenset(LOSS_METRICS)
+UNPARSEABLE = -1
+"""Label index of an answer that names no label: wrong, and no class's false positive (see metrics.macro_f1)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ def score_outputs(
     cfg: EvalConfig,
     *,
     nll: np.ndarray | None = None,
+    likely: np.ndarray | None = None,
 ) -> Scored:
     """Score one model's answers (and teacher-forced losses) with the requested metrics.
 
@@ -111,6 +117,8 @@ def score_outputs(
         references: Reference answers, aligned with ``predictions``.
         cfg: Supplies ``normalize``, ``labels`` and ``json_fields``.
         nll: ``(n, 2)`` rows of summed answer NLL and answer-token count, for loss/perplexity.
+        likely: Index into ``cfg.labels`` of each example's most probable label, for the
+            ``label_likelihood_*`` metrics.
 
     Returns:
         A :class:`Scored` with one :class:`MetricValues` per reported metric.
@@ -118,6 +126,7 @@ def score_outputs(
     steps = cfg.normalize
     out: dict[str, MetricValues] = {}
     parsed: list[str | None] | None = None
+    index = {label: i for i, label in enumerate(cfg.labels or [])}
     for name in names:
         if name in LOSS_METRICS:
             out[name] = loss_values(nll)[name]
@@ -140,7 +149,9 @@ def score_outputs(
         elif name in LABEL_METRICS:
             if parsed is None:
                 parsed = [m.parse_label(p, cfg.labels, steps) for p in predictions]
-            out[name] = _label_metric(name, parsed, references, cfg)
+            out[name] = _label_metric(name, [UNPARSEABLE if p is None else index[p] for p in parsed], references, cfg)
+        elif name in LIKELIHOOD_METRICS:
+            out[name] = _label_metric(name, likely, references, cfg)
         else:  # resolve_metrics rejects unknown names before this point
             raise ValueError(f"unknown metric {name!r}")
     return Scored(out, parsed)
@@ -166,13 +177,13 @@ def _json_field_metric(name: str, predictions: Sequence[str], references: Sequen
     return MetricValues(name, counts, lambda rows: m.precision_recall_f1(*rows.sum(axis=0))[column], per_example)
 
 
-def _label_metric(name: str, parsed: list[str | None], references: Sequence[str], cfg: EvalConfig) -> MetricValues:
-    index = {label: i for i, label in enumerate(cfg.labels)}
+def _label_metric(name: str, predicted: Sequence[int], references: Sequence[str], cfg: EvalConfig) -> MetricValues:
+    """Accuracy or macro-F1 from predicted label indices (``-1`` = unparseable), whichever way they were chosen."""
     by_text = label_index(cfg.labels, cfg.normalize)
-    pred = np.array([index[p] if p is not None else -1 for p in parsed])
+    pred = np.asarray(predicted, dtype=int)
     ref = np.array([by_text[m.normalize_text(r, cfg.normalize)] for r in references])
     correct = (pred == ref).astype(float)
-    if name == "accuracy":
+    if name.endswith("accuracy"):
         return _mean(name, correct)
     rows = np.stack([pred, ref], axis=1)
     return MetricValues(name, rows, lambda r: m.macro_f1(r[:, 0], r[:, 1]), correct)

@@ -22,12 +22,16 @@ from tuneforge.eval.compare import bootstrap_indices, changed_examples, paired_b
 from tuneforge.eval.forgetting import compare_perplexity, document_nll, load_reference_texts, reference_source
 from tuneforge.eval.generate import Generations, generate_answers
 from tuneforge.eval.length import context_length, resolve_generation
+from tuneforge.eval.likelihood import LabelScores, score_labels
 from tuneforge.eval.loss import answer_nll
 from tuneforge.eval.report import save_outputs
-from tuneforge.eval.result import EvalResult, MetricComparison
-from tuneforge.eval.scoring import LOSS_METRICS, Scored, score_outputs
+from tuneforge.eval.result import LIKELIHOOD_TIMING, EvalResult, MetricComparison
+from tuneforge.eval.scoring import LIKELIHOOD_METRICS, LOSS_METRICS, Scored, score_outputs
 
 log = logging.getLogger("tuneforge.eval")
+
+UNGENERATED = (*LOSS_METRICS, *LIKELIHOOD_METRICS)
+"""Metrics scored by forward passes alone: asking only for these generates nothing."""
 
 NO_TEST_ROWS = "eval skipped: no test rows (set data.test or data.split.test)"
 """What a run with eval enabled but an empty test split says (console and manifest ``eval_skipped``)."""
@@ -95,21 +99,25 @@ class _Outputs:
     scored: Scored
     generations: Generations | None
     loss_cut: int = 0
+    likelihood: LabelScores | None = None
 
 
 def _score_model(
     side: _Model, examples: Sequence[dict], references: list[str] | None, names: list[str], cfg: EvalConfig,
     gen: GenerationConfig, *, seed: int,
 ) -> _Outputs:
-    generations, nll, cut = None, None, 0
+    generations, nll, cut, likelihood = None, None, 0, None
     with side.active():
-        if any(n not in LOSS_METRICS for n in names):
+        if any(n not in UNGENERATED for n in names):
             generations = generate_answers(side.model, side.tokenizer, examples, gen, seed=seed)
+        if any(n in LIKELIHOOD_METRICS for n in names):
+            likelihood = score_labels(side.model, side.tokenizer, examples, cfg.labels)
         if any(n in LOSS_METRICS for n in names):
             # The model's context, not training's max_seq_length: every test row is scored.
             nll, cut = answer_nll(side.model, side.tokenizer, examples, limit=context_length(side.model))
     texts = generations.texts if generations else None
-    return _Outputs(score_outputs(names, texts, references, cfg, nll=nll), generations, cut)
+    likely = likelihood.predicted if likelihood else None
+    return _Outputs(score_outputs(names, texts, references, cfg, nll=nll, likely=likely), generations, cut, likelihood)
 
 
 def _generation(cfg: EvalConfig, sides: Sequence[_Model | None], references: list[str] | None,
@@ -118,7 +126,7 @@ def _generation(cfg: EvalConfig, sides: Sequence[_Model | None], references: lis
 
     A derived budget is the largest over the models' tokenizers (a baseline may tokenize differently).
     """
-    if cfg.generation.max_new_tokens is not None or all(n in LOSS_METRICS for n in names):
+    if cfg.generation.max_new_tokens is not None or all(n in UNGENERATED for n in names):
         return cfg.generation
     resolved = [resolve_generation(cfg.generation, s.tokenizer, references, cfg.labels) for s in sides if s is not None]
     return max(resolved, key=lambda g: g.max_new_tokens)
@@ -235,8 +243,7 @@ def run(
         truncated={k: sum(g.truncated) for k, g in sorted(generated.items())},
         prompts_truncated={k: sum(g.prompt_truncated) for k, g in sorted(generated.items())},
         loss_truncated=outputs["tuned"].loss_cut,
-        timing={k: {"seconds": g.seconds, "examples_per_second": g.examples_per_second, "new_tokens": g.new_tokens}
-                for k, g in generated.items()},
+        timing=_timing(outputs),
         settings={
             "data": source, "kind": kind, "metrics": names, "labels": cfg.labels, "normalize": list(cfg.normalize),
             "json_fields": cfg.json_fields, "generation": gen.model_dump(), "seed": seed,
@@ -245,8 +252,21 @@ def run(
             "loss_examples_skipped": loss_skipped,
         },
     )
-    rows = _prediction_rows(examples, kind, references, outputs)
+    rows = _prediction_rows(examples, kind, references, outputs, cfg.labels)
     return save_outputs(result, rows, Path(out_dir), metrics_log=metrics_log)
+
+
+def _timing(outputs: dict[str, _Outputs]) -> dict[str, dict[str, float]]:
+    """Seconds and examples/s per model: generation under the model's key, label scoring under ``KEY label likelihood``."""
+    timing = {}
+    for side, o in outputs.items():
+        if o.generations is not None:
+            g = o.generations
+            timing[side] = {"seconds": g.seconds, "examples_per_second": g.examples_per_second, "new_tokens": g.new_tokens}
+        if o.likelihood is not None:
+            timing[f"{side} {LIKELIHOOD_TIMING}"] = {"seconds": o.likelihood.seconds,
+                                                    "examples_per_second": o.likelihood.examples_per_second}
+    return timing
 
 
 def _compare(base: Scored | None, tuned: Scored, indices: Any) -> dict[str, MetricComparison]:
@@ -292,7 +312,7 @@ def _clean(x: Any) -> Any:
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def _prediction_rows(examples, kind, references, outputs: dict[str, _Outputs]) -> list[dict]:
+def _prediction_rows(examples, kind, references, outputs: dict[str, _Outputs], labels) -> list[dict]:
     from tuneforge.data import prompt_messages
 
     rows = []
@@ -313,6 +333,10 @@ def _prediction_rows(examples, kind, references, outputs: dict[str, _Outputs]) -
                     row["prompt_truncated"] = True
             if scored.labels is not None:
                 row[f"{side}_label"] = scored.labels[i]
+            if outputs[side].likelihood is not None:  # the most probable label, and how probable each was
+                lp = outputs[side].likelihood.logprobs[i]
+                row[f"{side}_likeliest_label"] = labels[int(lp.argmax())]
+                row[f"{side}_label_logprobs"] = {label: round(float(v), 4) for label, v in zip(labels, lp)}
             row[f"{side}_scores"] = {n: _clean(float(mv.per_example[i])) for n, mv in scored.metrics.items()}
         rows.append(row)
     return rows
