@@ -52,3 +52,15 @@ def test_known_early_stopping_metrics_pass(tmp_path, metric):
     cfg = load_config(data={"data": {"train": str(tmp_path / "d.jsonl")},
                             "training": {"eval_strategy": "steps", "early_stopping": {"patience": 1, "metric": metric}}})
     assert cfg.training.early_stopping.metric == metric
+
+
+def test_every_recipe_takes_the_same_arguments():
+    # The pipeline calls each recipe alike (the search passes its pruning callback through `callbacks`).
+    import inspect
+
+    from tuneforge.train.recipes import get_recipe
+    from tuneforge.train.recipes._registry import list_recipes
+
+    for name in list_recipes():
+        params = inspect.signature(get_recipe(name)).parameters
+        assert list(params) == ["ctx", "cfg", "console", "callbacks"], name

@@ -19,9 +19,8 @@ def validate(
     from tuneforge import load_config
     from tuneforge.data import prepare
     from tuneforge.models import load_tokenizer, resolve
-    from tuneforge.train.estimate import plan_config
-
     from tuneforge.config.preflight import preflight
+    from tuneforge.train.estimate import plan_config
 
     console = Console()
     cfg = load_config(config, overrides)
@@ -42,6 +41,9 @@ def validate(
         f"[green]data OK[/]: {len(prepared.train)} train, {len(prepared.validation_examples)} validation, "
         f"{len(prepared.test_examples)} test examples ({prepared.format} format)"
     )
+    if cfg.training.objective != "sft":  # the estimator models SFT's token-budget batches only
+        console.print(f"no memory estimate for objective {cfg.training.objective!r} yet", highlight=False)
+        return 0
     for line in plan_config(cfg, prepared.train).lines():
         console.print(f"[yellow]{line}[/]" if line.startswith("warning") else line, highlight=False)
     return 0

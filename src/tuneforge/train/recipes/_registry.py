@@ -1,6 +1,6 @@
 """The one table of training recipes: ``training.objective`` name -> the function that runs it.
 
-A recipe is a plain function ``run(ctx, cfg, console) -> FinetuneResult`` in its own
+A recipe is a plain function ``run(ctx, cfg, console, callbacks=()) -> FinetuneResult`` in its own
 module of this package (torchtune's ``_recipe_registry.py``). Entries are
 ``"module:function"`` strings, imported only when chosen, so listing the recipes
 imports no torch. A new objective adds one line here, its module, and its name to

@@ -15,6 +15,7 @@ make TRL add a second, "ref" adapter that would then be saved with ours.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from trl import DPOTrainer
@@ -30,7 +31,7 @@ from tuneforge.train.result import FinetuneResult
 DPO_PAIRS_PER_BATCH = 2
 
 
-def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
+def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] = ()) -> FinetuneResult:
     """Train a LoRA adapter with DPO on the pairs of ``cfg.data``; see the module docstring for the steps."""
     from trl import DPOConfig
 
@@ -60,7 +61,7 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any) -> FinetuneResult:
         processing_class=tokenizer,
     )
     trainable, total = methods.trainable_parameters(trainer.model)
-    meter = steps.attach_logging(ctx, trainer, console)
+    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
     output, result = steps.train(ctx, trainer, meter)
     train_seconds = time.perf_counter() - started
     if not ctx.is_main:
