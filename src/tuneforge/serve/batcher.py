@@ -32,10 +32,14 @@ class BatchingConfig:
     Attributes:
         max_batch_size: Most rows (prompts x n) generated together; 1 turns batching off.
         window_ms: Longest time the first request of a batch waits for others to join.
+        continuous: Continuous batching (:mod:`tuneforge.serve.continuous`): requests join the
+            running batch at the next decoding step. False: static batches, each one
+            ``generate`` call that later requests wait for.
     """
 
     max_batch_size: int = 8
     window_ms: float = 10.0
+    continuous: bool = True
 
 
 @dataclass(frozen=True)
