@@ -173,3 +173,21 @@ def test_incremental_decoding_equals_full_decode_on_multibyte_text(engine, text)
     pieces.append(new)
     assert "".join(pieces) == tok.decode(ids, skip_special_tokens=True) == text
     assert prefix > 0 or len(ids) < 3  # the window moved: not the whole row decoded every step
+
+
+def test_close_finishes_running_rows_and_fails_waiting_ones(tiny_model_dir):
+    eng = load_engine(tiny_model_dir, name="t", batching=BatchingConfig(4, window_ms=0))
+
+    async def main():
+        running = eng.submit(_request(eng, PROMPTS[0], model="t", max_tokens=40))
+        await _wait_running(running, eng)
+        # Another sampling setting cannot join: it waits for the running batch to drain.
+        waiting = eng.submit(_request(eng, PROMPTS[1], model="t", temperature=1.0))
+        thread = eng.batcher._thread
+        await asyncio.to_thread(eng.close)
+        assert not thread.is_alive()
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await waiting.result()
+        return (await running.result())[0]
+
+    assert asyncio.run(main()).completion_tokens == 40

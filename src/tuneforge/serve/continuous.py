@@ -141,7 +141,8 @@ class ContinuousBatcher(Batcher):
         tracker = self.make_tracker()
         stopping = False
         while True:
-            stopping = self._collect(pending, idle=running is None) or stopping
+            if not stopping:  # once stopping, nothing new is taken: the running rows finish, then the thread ends
+                stopping = self._collect(pending, idle=running is None)
             if stopping:
                 for handle in pending:
                     handle.emit(Failed(RuntimeError("the server is shutting down")))
@@ -195,9 +196,12 @@ class ContinuousBatcher(Batcher):
         else:
             chosen, rows = [], 0
             for handle in pending:
-                if batch_key(handle.request, id(handle)) == running.key and rows + handle.rows <= room:
-                    chosen.append(handle)
-                    rows += handle.rows
+                # First come, first served: an older request for another adapter or sampling setting
+                # stops admission, so the batch drains and that request runs next instead of starving.
+                if batch_key(handle.request, id(handle)) != running.key or rows + handle.rows > room:
+                    break
+                chosen.append(handle)
+                rows += handle.rows
         if not chosen:
             return running
         pending[:] = [h for h in pending if all(h is not c for c in chosen)]
@@ -220,8 +224,14 @@ class ContinuousBatcher(Batcher):
         pad = [width - len(r.prompt_ids) for r in rows]
         input_ids = torch.tensor([[0] * p + r.prompt_ids for p, r in zip(pad, rows)], device=self.device)
         mask = torch.tensor([[0] * p + [1] * len(r.prompt_ids) for p, r in zip(pad, rows)], device=self.device)
-        logits, cache = self.forward(head.model, input_ids, mask, positions(mask), None)
-        last = self._sample(logits, chosen[0])
+        try:
+            logits, cache = self.forward(head.model, input_ids, mask, positions(mask), None)
+            last = self._sample(logits, chosen[0])
+        except Exception as exc:  # only the newcomers failed; the running batch goes on
+            log.exception("prefill failed for %d rows", len(rows))
+            for handle in chosen:
+                handle.emit(Failed(exc))
+            return running
         if running is None:
             running = _Running(batch_key(head, id(chosen[0])), head.model, rows, cache, mask, last)
         else:
