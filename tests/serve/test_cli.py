@@ -49,6 +49,7 @@ def test_keys_create_duplicate_is_an_error(cli, tmp_path):
     (["--no-auth", "--rate-limit", "lots"], "--rate-limit"),
     (["--no-auth", "--adapter", "nonsense"], "NAME=RUN_OR_ADAPTER_DIR"),
     (["--api-keys-file", "missing-keys.json"], "keys file not found"),
+    (["--no-auth", "--batching", "dynamic"], "'dynamic' is not one of"),
 ])
 def test_serve_refuses_bad_settings_before_loading(cli, tiny_model_dir, args, message):
     code, _, err = cli("serve", str(tiny_model_dir), *args)
@@ -57,7 +58,7 @@ def test_serve_refuses_bad_settings_before_loading(cli, tiny_model_dir, args, me
 
 def test_serve_help_lists_options(cli):
     code, out, _ = cli("serve", "--help")
-    assert code == 0 and "--api-keys-file" in out and "--max-batch-size" in out
+    assert code == 0 and "--api-keys-file" in out and "--max-batch-size" in out and "--batching" in out
 
 
 def test_keys_create_with_scopes(cli, tmp_path):

@@ -172,7 +172,7 @@ def test_per_row_limits_and_stops_in_one_batch(engine):
 
 
 def test_batching_off_runs_one_request_per_generate(tiny_model_dir):
-    engine = load_engine(tiny_model_dir, name="t", batching=BatchingConfig(max_batch_size=1, window_ms=50))
+    engine = load_engine(tiny_model_dir, name="t", batching=BatchingConfig(max_batch_size=1, window_ms=50, continuous=False))
 
     async def main():
         handles = [engine.submit(GenerationRequest("t", [[5, 6]], SamplingParams(max_tokens=2, temperature=0)))

@@ -8,6 +8,7 @@ the top without slowing ``tuneforge --help`` (they pull in torch).
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,13 @@ import typer
 
 from tuneforge.cli.options import trust_remote_code_option, warn_trust_remote_code
 from tuneforge.errors import ConfigError
+
+
+class Batching(str, Enum):
+    """How requests share the model (see :class:`tuneforge.serve.BatchingConfig`)."""
+
+    continuous = "continuous"
+    static = "static"
 
 
 def _adapters(specs: list[str]) -> dict[str, str]:
@@ -56,6 +64,10 @@ def serve(
     max_n: Optional[int] = typer.Option(None, min=1, help="Most choices (n x prompts) per request."),
     max_batch_size: Optional[int] = typer.Option(None, min=1, help="Rows generated together; 1 turns batching off."),
     batch_window_ms: Optional[float] = typer.Option(None, min=0, help="How long a request waits for others to join."),
+    batching_mode: Optional[Batching] = typer.Option(
+        None, "--batching", help="static (default): a batch is one generate call that later requests wait for; "
+        "continuous: requests join the running batch at the next token.",
+    ),
     cors_origin: list[str] = typer.Option(
         [], "--cors-origin", help="Browser origin allowed to call the API (repeatable); none by default."
     ),
@@ -70,7 +82,8 @@ def serve(
         default_max_tokens=default_max_tokens, max_prompt_tokens=max_prompt_tokens, max_body_bytes=max_body_bytes,
         max_n=max_n, body_timeout_s=body_timeout,
     ))
-    batching = BatchingConfig(**_given(max_batch_size=max_batch_size, window_ms=batch_window_ms))
+    continuous = None if batching_mode is None else batching_mode is Batching.continuous
+    batching = BatchingConfig(**_given(max_batch_size=max_batch_size, window_ms=batch_window_ms, continuous=continuous))
     warn_trust_remote_code(trust_remote_code, target)
     run(
         target, adapters=_adapters(adapter), host=host, port=port, keys_file=api_keys_file, no_auth=no_auth,

@@ -7,6 +7,11 @@ sharing one forward pass with the others; a row that is done is padded by
 ``generate`` and ignored here. It also streams each row's new text as it
 appears. We do not use ``TextIteratorStreamer`` because it only handles a
 batch of one: streaming it would mean giving up batching for streamed requests.
+The continuous batcher (:mod:`tuneforge.serve.continuous`) feeds the same
+tracker one step at a time through :meth:`BatchTracker.advance`.
+
+Text is detokenized incrementally (:func:`decode_increment`), as TGI and vLLM do:
+each step decodes only a short window of the row's last tokens, not the whole row.
 """
 
 from __future__ import annotations
@@ -54,6 +59,33 @@ def streamable_prefix(text: str, stops: tuple[str, ...]) -> str:
     return text[: len(text) - hold]
 
 
+def decode_increment(
+    tokenizer: Any, tokens: list[int], prefix_offset: int, read_offset: int, *, final: bool = False
+) -> tuple[str, int, int]:
+    """New text that ``tokens[read_offset:]`` adds, decoding only ``tokens[prefix_offset:]``.
+
+    Decoding a token on its own loses what depends on its neighbours (the leading space
+    a SentencePiece word carries, a UTF-8 character split over several byte tokens), so
+    the window starts a few tokens back at ``prefix_offset`` and the text of the already
+    read part is subtracted. Text ending in a half character is held back (nothing
+    returned, offsets unchanged) until a later token completes it, unless ``final``
+    (the row has ended: the half character is all it will ever be).
+
+    Returns:
+        ``(new_text, prefix_offset, read_offset)`` with the offsets to pass next time.
+
+    Example:
+        >>> from tuneforge.models import load_tokenizer  # doctest: +SKIP
+        >>> decode_increment(tok, tok.encode("héllo"), 0, 0)  # doctest: +SKIP
+        ('héllo', 0, 3)
+    """
+    prefix = tokenizer.decode(tokens[prefix_offset:read_offset], skip_special_tokens=True)
+    full = tokenizer.decode(tokens[prefix_offset:], skip_special_tokens=True)
+    if final or (len(full) > len(prefix) and not full.endswith(_PARTIAL_CHAR)):
+        return full[len(prefix):], read_offset, len(tokens)
+    return "", prefix_offset, read_offset
+
+
 class RowSink(Protocol):
     """Where a row's output goes: the request handle (see :mod:`tuneforge.serve.batcher`)."""
 
@@ -95,6 +127,9 @@ class Row:
     text: str = ""
     sent: str = ""
     finish_reason: str | None = None
+    # Incremental detokenization state (see decode_increment).
+    prefix_offset: int = 0
+    read_offset: int = 0
 
     @property
     def done(self) -> bool:
@@ -121,32 +156,53 @@ class BatchTracker(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **kwargs: Any) -> torch.BoolTensor:
         now = time.perf_counter()
         for row, token in zip(self.rows, input_ids[:, -1].tolist()):
-            if row.done:
-                continue
-            if row.sink.is_cancelled():
-                self.cancelled_rows += 1
-                self._finish(row, "cancelled")
-                continue
-            row.sink.mark_first_token(now)
-            self._step(row, token)
+            if not row.done:
+                self.advance(row, token, now)
         return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
+
+    def advance(self, row: Row, token: int, now: float) -> bool:
+        """Take ``row``'s next token: stream its new text, or finish it. Returns whether it is done."""
+        if row.sink.is_cancelled():
+            self.cancelled_rows += 1
+            self._finish(row, "cancelled")
+            return True
+        row.sink.mark_first_token(now)
+        self._step(row, token)
+        return row.done
 
     def _step(self, row: Row, token: int) -> None:
         row.tokens.append(token)
         if token in self.eos_ids:
+            self._flush(row)  # a half character held back before the eos
             return self._finish(row, "stop")
-        # Decoding the whole row each step (not just the new token) is what keeps multi-token
-        # characters and tokenizer-specific spacing right; rows are at most a few hundred tokens.
+        last = len(row.tokens) >= row.max_tokens
         with self.lock:
-            text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        cut = find_stop(text, row.stops)
-        if cut is not None:
-            row.text = text[:cut]
+            new, row.prefix_offset, row.read_offset = decode_increment(
+                self.tokenizer, row.tokens, row.prefix_offset, row.read_offset, final=last
+            )
+        # A stop string can straddle the old text and the new: search from where it could start.
+        start = max(0, len(row.text) - max((len(s) for s in row.stops), default=0))
+        row.text += new
+        if new and self._cut_at_stop(row, start):
             return self._finish(row, "stop")
-        row.text = text
-        if len(row.tokens) >= row.max_tokens:
+        if last:
             return self._finish(row, "length")
-        self._send(row, streamable_prefix(text, row.stops))
+        self._send(row, streamable_prefix(row.text, row.stops))
+
+    @staticmethod
+    def _cut_at_stop(row: Row, start: int) -> bool:
+        cut = find_stop(row.text[start:], row.stops)
+        if cut is None:
+            return False
+        row.text = row.text[: start + cut]
+        return True
+
+    def _flush(self, row: Row) -> None:
+        with self.lock:
+            new, row.prefix_offset, row.read_offset = decode_increment(
+                self.tokenizer, row.tokens, row.prefix_offset, row.read_offset, final=True
+            )
+        row.text += new
 
     def _send(self, row: Row, visible: str) -> None:
         # A later token can rewrite earlier characters (rare tokenizer clean-ups); wait for the end then.
@@ -164,4 +220,5 @@ class BatchTracker(StoppingCriteria):
         """Close rows still open when ``generate`` returned (it hit the batch's length limit)."""
         for row in self.rows:
             if not row.done:
+                self._flush(row)
                 self._finish(row, "length")

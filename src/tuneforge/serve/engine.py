@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from tuneforge.data.prompts import encode_prompt, stop_token_ids
 from tuneforge.errors import ModelError
 from tuneforge.models import ALIASES, LoadedModel, load, resolve
 from tuneforge.security.model_files import check_weight_files
 from tuneforge.serve.batcher import Batcher, BatchingConfig, GenerationHandle, GenerationRequest
+from tuneforge.serve.continuous import ContinuousBatcher
 from tuneforge.serve.decode import BatchTracker, Row
 
 log = logging.getLogger("tuneforge.serve")
@@ -120,8 +122,18 @@ class Engine:
         self.context_length = getattr(self.model.config, "max_position_embeddings", None)
         # Fast tokenizers share one Rust object; encoding (event loop) and decoding (worker) must not overlap.
         self.tokenizer_lock = threading.Lock()
-        self.batcher = Batcher(self._run_batch, batching or BatchingConfig())
-        self.stats = {"cancelled_rows": 0}
+        batching = batching or BatchingConfig()
+        self.batcher = (
+            ContinuousBatcher(self._forward, self._tracker, batching, self.device)
+            if batching.continuous else Batcher(self._run_batch, batching)
+        )
+        self._static_cancelled_rows = 0
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Rows cancelled because their client went away."""
+        continuous = getattr(self.batcher, "cancelled_rows", 0)
+        return {"cancelled_rows": self._static_cancelled_rows + continuous}
 
     @property
     def names(self) -> list[str]:
@@ -203,7 +215,7 @@ class Engine:
             [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows], device=self.device
         )
         params = handles[0].request.params  # the batch key makes these the same across the batch
-        tracker = BatchTracker(rows, self.tokenizer, self.eos_ids, self.tokenizer_lock)
+        tracker = self._tracker(rows)
         sampling: dict[str, Any] = {"do_sample": False}
         if params.temperature > 0:
             # top_k=0: the OpenAI API has no top-k, and transformers would otherwise apply 50.
@@ -216,7 +228,23 @@ class Engine:
                 stopping_criteria=[tracker], pad_token_id=pad, eos_token_id=sorted(self.eos_ids), **sampling,
             )
         tracker.finish()
-        self.stats["cancelled_rows"] += tracker.cancelled_rows
+        self._static_cancelled_rows += tracker.cancelled_rows
+
+    def _tracker(self, rows: list[Row] | None = None) -> BatchTracker:
+        return BatchTracker(rows or [], self.tokenizer, self.eos_ids, self.tokenizer_lock)
+
+    def _forward(
+        self, name: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+        cache: DynamicCache | None,
+    ) -> tuple[torch.Tensor, DynamicCache]:
+        """One forward pass of the continuous batcher, under the adapter of served name ``name``."""
+        cache = cache if cache is not None else DynamicCache(config=self.model.config)
+        with self._adapter_scope(name), torch.inference_mode():
+            out = self.model(  # the model appends this step's keys and values to `cache` in place
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                use_cache=True, logits_to_keep=1,  # only the next token's logits: the LM head is large
+            )
+        return out.logits[:, -1, :].float(), cache
 
 
 def load_engine(

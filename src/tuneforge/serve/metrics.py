@@ -52,7 +52,9 @@ class ServeMetrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.batch_size = Histogram(
-            "tuneforge_batch_size", "Rows per batched generate call.", buckets=_BATCH_BUCKETS, registry=r
+            "tuneforge_batch_size",
+            "Rows generating together: per generate call (static), or after each admission (continuous).",
+            buckets=_BATCH_BUCKETS, registry=r,
         )
 
     def render(self) -> tuple[bytes, str]:
