@@ -15,7 +15,7 @@ def test_smollm2_gguf_f16_round_trip(tmp_path):
     # top two next tokens differ by 2e-4 in logit, less than f16 weight rounding moves them.)
     result = run("smollm2-135m-instruct", fmt="gguf", quant="f16", output=tmp_path)
     gguf_path = tmp_path / "model-f16.gguf"
-    assert result.files == [gguf_path, tmp_path / "Modelfile"]
+    assert result.files == [gguf_path, tmp_path / "Modelfile", tmp_path / "README.md"]  # README.md: the model card
     assert "output.weight" not in {t.name for t in GGUFReader(gguf_path).tensors}  # SmolLM2 ties its embeddings
 
     report = result.roundtrip
