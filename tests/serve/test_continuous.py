@@ -16,21 +16,22 @@ from tuneforge.serve.decode import Delta, Finished, decode_increment
 PROMPTS = ("Where is my package? The tracking", "a", "The quick brown fox", "Refund")
 
 
+def _served(tiny_model_dir, lora_dirs, batching):
+    eng = load_engine(tiny_model_dir, name="tiny", adapters=lora_dirs, batching=batching)
+    yield eng
+    eng.close()
+
+
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir, lora_dirs):
     """The continuous-batching engine (static batching is the server's default)."""
-    eng = load_engine(tiny_model_dir, name="tiny", adapters=lora_dirs,
-                      batching=BatchingConfig(8, window_ms=20, continuous=True))
-    yield eng
-    eng.close()
+    yield from _served(tiny_model_dir, lora_dirs, BatchingConfig(8, window_ms=20, continuous=True))
 
 
 @pytest.fixture(scope="module")
 def static_engine(tiny_model_dir, lora_dirs):
-    eng = load_engine(tiny_model_dir, name="tiny", adapters=lora_dirs,
-                      batching=BatchingConfig(1, window_ms=0, continuous=False))
-    yield eng
-    eng.close()
+    """One request per generate call: the reference outputs."""
+    yield from _served(tiny_model_dir, lora_dirs, BatchingConfig(1, window_ms=0, continuous=False))
 
 
 def _request(engine, text, model="lora-a", **params):
