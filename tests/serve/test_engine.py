@@ -227,7 +227,7 @@ def test_serve_stops_at_the_end_of_turn_token_when_eos_is_another_token(tiny_mod
 def test_serve_chat_works_for_a_model_without_a_chat_template(tiny_model_dir, tmp_path):
     # Such a model trains on tuneforge's fallback format; chat must render prompts the same way.
     from tuneforge.data.prompts import render_prompt
-    from tuneforge.models import load, load_tokenizer
+    from tuneforge.models import load
     from tuneforge.serve.engine import Engine
 
     loaded = load(tiny_model_dir)

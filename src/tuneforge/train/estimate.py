@@ -128,8 +128,8 @@ class TrainingPlan:
         if self.seconds_per_epoch is not None:
             out.append(f"estimated time per epoch {self.seconds_per_epoch / 60:.1f} min ({self.steps_per_epoch} steps) on this machine")
         if not self.fits:
-            out.append(f"warning: the estimate exceeds the memory limit; lower training.batch_tokens "
-                       f"(or per_device_batch_size), or set training.gradient_checkpointing: true")
+            out.append("warning: the estimate exceeds the memory limit; lower training.batch_tokens "
+                       "(or per_device_batch_size), or set training.gradient_checkpointing: true")
         return out
 
 
