@@ -95,3 +95,37 @@ def test_median_pruner_stops_a_hopeless_trial_early(search_config, tmp_path):
         assert "TrialPruned" in (tmp_path / "runs" / "tiny" / f"tiny-t{t.number}" / "status.json").read_text()
         assert not (tmp_path / "runs" / "tiny" / f"tiny-t{t.number}" / "adapter").exists()  # no weights saved
     assert result.best_params["training.learning_rate"] != 1e-12
+
+
+def test_changed_space_or_config_is_refused_naming_what_changed(search_config, capsys):
+    from tuneforge.cli.main import main
+
+    assert main(["tune", str(search_config()), "--trials", "1"]) == 0
+    changed = search_config({"space": {"training.learning_rate": {"loguniform": [1e-4, 1e-2]},
+                                       "method.r": {"choice": [2, 8]}}, "heartbeat_seconds": 1}, max_steps=8)
+    capsys.readouterr()
+    assert main(["tune", str(changed), "--trials", "2"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "study 'tiny' already holds trials of a different search" in err
+    assert "search.space.method.r.choice: [2, 4] -> [2, 8]" in err
+    assert "training.max_steps: 6 -> 8" in err
+    assert "--study NEW_NAME" in err and "Traceback" not in err
+    # the same search under a new study name starts afresh; the old study is untouched
+    assert main(["tune", str(changed), "--trials", "1", "--study", "tiny2"]) == 0
+    assert len(_load(changed.parent, "tiny").trials) == 1
+
+
+def test_timeout_stops_the_running_trial_and_counts_it_failed(search_config, tmp_path):
+    import json
+
+    config = search_config(max_steps=400, eval_steps=200)
+    result = tune(config, trials=3, timeout=4)
+    trials = result.study.get_trials()
+    assert len(trials) == 1 and trials[0].state == TrialState.FAIL  # no new trial after the deadline
+    assert "--timeout 4s reached" in trials[0].user_attrs["stopped"]
+    run = tmp_path / "runs" / "tiny" / "tiny-t0"
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "--timeout" in status.get("error", "")
+    steps = [json.loads(line).get("step", 0) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) < 400  # stopped mid-training, not after its 400 steps
+    assert result.best_config is None

@@ -11,7 +11,7 @@ import typer
 def tune(
     config: Path = typer.Argument(..., help="Run config (YAML) with a search: section.", show_default=False),
     trials: Optional[int] = typer.Option(None, "--trials", help="Finished trials the study should hold (default: search.trials)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Start no new trial after this many seconds."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="End the search after this many seconds: a trial still training then is stopped and counted as failed."),
     storage: Optional[str] = typer.Option(
         None, "--storage", help="Optuna storage URL shared by workers (default: sqlite under out_dir/<study>/)."
     ),

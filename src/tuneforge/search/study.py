@@ -47,6 +47,25 @@ class _Surplus(Exception):
     """Another worker already started the study's last trial; this one records nothing."""
 
 
+class _TimedOut(Exception):
+    """``--timeout`` fell while a trial was training: the trial stops and counts as failed, not as a result."""
+
+
+class DeadlineCallback(TrainerCallback):
+    """Stops the running trial at ``--timeout``: a search asked to end by then must not wait for a long trial.
+
+    Raising (rather than ``control.should_training_stop``) keeps a half-trained trial from reporting its
+    last validation value as if it had run its full budget; its run's status reads failed with the reason.
+    """
+
+    def __init__(self, deadline: float, timeout: float):
+        self.deadline, self.timeout = deadline, timeout
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() >= self.deadline:
+            raise _TimedOut(f"--timeout {self.timeout:g}s reached at step {state.global_step}; trial stopped")
+
+
 class PruningCallback(TrainerCallback):
     """Reports each validation ``eval_<metric>`` to the optuna trial; raises TrialPruned when it is hopeless.
 
@@ -116,14 +135,15 @@ def tune(
     study_dir = Path(base.out_dir) / name
     study_dir.mkdir(parents=True, exist_ok=True)
     opt_study = load_study(search, name, storage or f"sqlite:///{study_dir.resolve() / 'study.db'}")
+    check_unchanged(opt_study, search_fingerprint(base), name)
     started = time.monotonic()
-    objective = _objective(config, overrides, search, base, study_dir, n_trials, console)
+    deadline = None if timeout is None else DeadlineCallback(started + timeout, timeout)
+    objective = _objective(config, overrides, search, base, study_dir, n_trials, console, deadline)
     while _taken(opt_study) < n_trials:
-        left = None if timeout is None else timeout - (time.monotonic() - started)
-        if left is not None and left <= 0:
+        if deadline is not None and time.monotonic() >= deadline.deadline:
             console.print(f"search: --timeout {timeout:g}s reached")
             break
-        opt_study.optimize(objective, n_trials=1, catch=(TrainingError, _Surplus))
+        opt_study.optimize(objective, n_trials=1, catch=(TrainingError, _Surplus, _TimedOut))
     return finish(opt_study, config, search, study_dir, base, console)
 
 
@@ -159,13 +179,61 @@ def load_study(search: SearchConfig, name: str, url: str) -> optuna.Study:
         )
 
 
+def search_fingerprint(base: RunConfig) -> dict[str, Any]:
+    """What makes two trials' values comparable: the space, the metric and direction, and every other setting.
+
+    ``search.trials``, the sampler, pruner and heartbeat may change between restarts (they decide which
+    trials run, not what a trial's value means); the run name and out_dir are where trials go.
+    """
+    search = base.search
+    assert search is not None
+    return {
+        "space": {k: v.model_dump(mode="json", exclude_none=True) for k, v in sorted(search.space.items())},
+        "metric": search.metric, "maximize": search.maximize,
+        "config": base.model_dump(mode="json", exclude={"search", "name", "out_dir"}),
+    }
+
+
+def check_unchanged(study: optuna.Study, fingerprint: dict[str, Any], name: str) -> None:
+    """Record the fingerprint in a new study; refuse to continue one whose space or config has changed.
+
+    Optuna would otherwise mix trials sampled from the old space (or trained on other data) with new
+    ones, and the best trial and the importances would compare things that are not comparable.
+
+    Raises:
+        ConfigError: listing every dotted key that differs.
+    """
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint)
+        return
+    changes = _differences(stored, fingerprint)
+    if changes:
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        raise ConfigError(
+            f"study '{name}' already holds trials of a different search: {shown}. Its trials would not be "
+            "comparable with new ones; start a new study (--study NEW_NAME) or restore the config"
+        )
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _differences(old.get(k, "<unset>"), new.get(k, "<unset>"),
+                                                       f"{prefix}.{k}" if prefix else k)]
+    if old != new:
+        label = prefix.removeprefix("config.") if prefix.startswith("config.") else f"search.{prefix}"
+        return [f"{label}: {old!r} -> {new!r}"]
+    return []
+
+
 def _taken(study: optuna.Study) -> int:
     """Trials that count toward ``--trials``: finished ones and ones a live worker is running."""
     return len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
 
 
 def _objective(config: str | Path, overrides: Sequence[str], search: SearchConfig, base: RunConfig,
-               study_dir: Path, n_trials: int, console: Any):
+               study_dir: Path, n_trials: int, console: Any, deadline: DeadlineCallback | None = None):
     from tuneforge.train.pipeline import finetune
 
     def objective(trial: optuna.Trial) -> float:
@@ -183,7 +251,12 @@ def _objective(config: str | Path, overrides: Sequence[str], search: SearchConfi
         cfg = load_config(config, [*overrides, *sampled, f"name={run_name}", f"out_dir={study_dir}"])
         console.print(f"[bold]trial {trial.number}[/] {', '.join(sampled)} -> {cfg.run_dir}", highlight=False)
         reporter = PruningCallback(trial, search.metric)
-        finetune(cfg, console=console, callbacks=[reporter])
+        try:
+            finetune(cfg, console=console, callbacks=[reporter, *([deadline] if deadline else [])])
+        except _TimedOut as stop:
+            trial.set_user_attr("stopped", str(stop))
+            console.print(f"trial {trial.number}: {stop}", highlight=False)
+            raise
         if reporter.last is None:
             raise ConfigError(f"trial {trial.number} ({cfg.run_dir}) reported no validation {search.metric}: "
                               "it needs validation data and at least one evaluation (training.eval_steps)")
