@@ -54,6 +54,25 @@ class ModelConfig(_Section):
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Attention kernel; auto picks sdpa (flash_attention_2 needs a GPU and flash-attn)."
     )
+    keep_layers: Union[Int, list[Int], None] = Field(
+        None,
+        description="Depth pruning: keep this many decoder layers, spread evenly with the first and last included "
+        "(e.g. 15 of SmolLM2's 30), or an explicit list of layer indices [0, 2, 4, ...]. The smaller model is "
+        "what trains (a distillation student, or its plain-SFT baseline); null keeps every layer.",
+    )
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _layers(cls, value: Union[int, list[int], None]) -> Union[int, list[int], None]:
+        # The upper bound needs the model's depth: checked when it loads (tuneforge.models.prune).
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"keep at least one layer (got {value})")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list keeps no layer; give layer indices or a count")
+            if min(value) < 0 or len(set(value)) != len(value):
+                raise ValueError(f"layer indices must be distinct and >= 0 (got {value})")
+        return value
 
     @field_validator("sha256")
     @classmethod
