@@ -96,3 +96,15 @@ def test_a_bad_prompt_file_names_file_and_line(tmp_path):
         load_prompts(bad)
     with pytest.raises(DataError, match="file not found"):
         load_prompts(tmp_path / "missing.txt")
+
+
+def test_a_missing_teacher_or_prompt_file_is_found_before_anything_loads(tmp_path, tiny_model_dir):
+    from tuneforge import ConfigError
+    from tuneforge.config.preflight import preflight
+
+    cfg = config(tmp_path, tiny_model_dir, str(tmp_path / "runs" / "no-such-teacher"), prompts=str(tmp_path / "p.txt"))
+    with pytest.raises(ConfigError) as info:
+        preflight(cfg)
+    assert "distill.teacher: model path not found" in str(info.value)
+    assert "distill.prompts: prompt file not found" in str(info.value)
+    assert not cfg.run_dir.exists()
