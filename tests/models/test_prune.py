@@ -51,6 +51,8 @@ def test_prune_cli_writes_a_loadable_smaller_model_that_generates(deep_model_dir
     cached = small.generate(ids, max_new_tokens=8, do_sample=False, use_cache=True)
     uncached = small.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False)
     assert cached.shape[1] > ids.shape[1] and torch.equal(cached, uncached)
+    # Downstream commands take it like any model folder.
+    assert main(["generate", str(out), "-p", "Where is my parcel?", "--max-new-tokens", "4"]) == 0
 
 
 def test_model_keep_layers_prunes_on_load(deep_model_dir):
