@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "serve": "tuneforge.cli.serve:serve",
     "keys": "tuneforge.cli.keys:app",
     "merge": "tuneforge.cli.merge:merge",
+    "prune": "tuneforge.cli.prune:prune",
     "export": "tuneforge.cli.export:export",
     "audit": "tuneforge.cli.audit:app",
     "lm-eval": "tuneforge.cli.lm_eval:lm_eval",

@@ -278,6 +278,9 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
         raw["model"] = fix(model)
     elif isinstance(model, dict) and "name_or_path" in model:
         raw["model"] = {**model, "name_or_path": fix(model["name_or_path"])}
+    distill = raw.get("distill")
+    if isinstance(distill, dict):  # a teacher folder or run and the prompt file, like the model and the data
+        raw["distill"] = {**distill, **{k: fix(distill[k]) for k in ("teacher", "prompts") if isinstance(distill.get(k), str)}}
     ev = raw.get("eval")
     if isinstance(ev, dict) and isinstance(ev.get("forgetting"), dict) and ev["forgetting"].get("data"):
         raw["eval"] = {**ev, "forgetting": {**ev["forgetting"], "data": fix(ev["forgetting"]["data"])}}

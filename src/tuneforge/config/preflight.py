@@ -40,7 +40,7 @@ def preflight(cfg: RunConfig, *, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         >>> preflight(load_config("examples/quickstart.yaml"))
     """
     problems = check_run_folder(cfg.run_dir, min_free_bytes) + check_data_files(cfg)
-    problems += check_target_modules(cfg)
+    problems += check_target_modules(cfg) + check_distill(cfg)
     if not any(p.startswith("data.") for p in problems):  # labels need the data files
         problems += check_labels(cfg)
     if problems:
@@ -79,6 +79,24 @@ def check_data_files(cfg: RunConfig) -> list[str]:
         for i, src in enumerate(getattr(cfg.data, role))
         if not Path(src.path).exists()
     ]
+
+
+def check_distill(cfg: RunConfig) -> list[str]:
+    """A local distillation teacher and the prompt file exist (found without loading the teacher)."""
+    if cfg.distill is None:
+        return []
+    from tuneforge.errors import ModelError
+    from tuneforge.models.target import resolve_target
+
+    problems = []
+    if isinstance(cfg.distill.teacher, str):
+        try:
+            resolve_target(cfg.distill.teacher)
+        except ModelError as exc:
+            problems.append(f"distill.teacher: {exc}")
+    if cfg.distill.prompts and not Path(cfg.distill.prompts).is_file():
+        problems.append(f"distill.prompts: prompt file not found: {cfg.distill.prompts}")
+    return problems
 
 
 def module_names(cfg: RunConfig) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config._types import Float, Int, Section as _Section, _refuse_bool  # noqa: F401 (re-exported)
+from tuneforge.config.distill import DistillConfig, EndpointTeacher  # noqa: F401 (re-exported)
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -54,6 +55,25 @@ class ModelConfig(_Section):
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="Attention kernel; auto picks sdpa (flash_attention_2 needs a GPU and flash-attn)."
     )
+    keep_layers: Union[Int, list[Int], None] = Field(
+        None,
+        description="Depth pruning: keep this many decoder layers, spread evenly with the first and last included "
+        "(e.g. 15 of SmolLM2's 30), or an explicit list of layer indices [0, 2, 4, ...]. The smaller model is "
+        "what trains (a distillation student, or its plain-SFT baseline); null keeps every layer.",
+    )
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _layers(cls, value: Union[int, list[int], None]) -> Union[int, list[int], None]:
+        # The upper bound needs the model's depth: checked when it loads (tuneforge.models.prune).
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"keep at least one layer (got {value})")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list keeps no layer; give layer indices or a count")
+            if min(value) < 0 or len(set(value)) != len(value):
+                raise ValueError(f"layer indices must be distinct and >= 0 (got {value})")
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -228,7 +248,7 @@ class EarlyStoppingConfig(_Section):
         return value
 
 
-Objective = Literal["sft", "dpo"]
+Objective = Literal["sft", "dpo", "distill"]
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
 
@@ -288,7 +308,8 @@ class TrainingConfig(_Section):
     objective: Objective = Field(
         "sft",
         description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers; "
-        "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo).",
+        "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo); "
+        "distill: learn from a teacher model (see the distill section).",
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO settings (objective dpo).")
     learning_rate: Float | None = Field(
@@ -445,6 +466,7 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Hyperparameters.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Final evaluation.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search for `tuneforge tune` (ignored by train).")
+    distill: DistillConfig | None = Field(None, description="Knowledge distillation (training.objective distill).")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -467,7 +489,14 @@ class RunConfig(_Section):
             )
         # Preference objectives take the reference to be the base with the adapter switched off;
         # other methods would need a second full copy of the model.
-        if self.training.objective != "sft" and self.method.name not in ("lora", "dora"):
+        if (self.distill is not None) != (self.training.objective == "distill"):
+            raise ValueError(
+                "training.objective 'distill' needs a distill section (distill.teacher at least)"
+                if self.distill is None else
+                f"the distill section is used only with training.objective 'distill' (it is '{self.training.objective}')"
+            )
+        # A distillation student trains like SFT (any method); its teacher is a separate model.
+        if self.training.objective not in ("sft", "distill") and self.method.name not in ("lora", "dora"):
             raise ValueError(
                 f"training.objective '{self.training.objective}' needs method.name 'lora' or 'dora' "
                 f"(got '{self.method.name}'): the reference model is the base with the adapter switched off"

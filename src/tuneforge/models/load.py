@@ -233,6 +233,10 @@ def load_model(cfg: ModelConfig | str, *, dtype: torch.dtype = torch.float32, **
     except Exception as exc:
         refuse_custom_code(path, exc)
         raise ModelError(f"cannot load model from {path}: {exc}") from exc
+    if cfg.keep_layers is not None:  # a smaller student (distillation), or its plain-SFT baseline
+        from tuneforge.models.prune import prune_layers
+
+        prune_layers(model, cfg.keep_layers)
     return model, tokenizer, path
 
 

@@ -39,6 +39,25 @@ def selective_lm_head(model: Any, keep: torch.Tensor):
         handle.remove()
 
 
+def answer_logits(model: Any, inputs: dict, labels: torch.Tensor, *, selective: bool = True) -> tuple[Any, Any, Any]:
+    """The logits that predict answer tokens, ``[K, vocab]``, their targets ``[K]``, and the model outputs.
+
+    With ``selective`` the LM head runs only at those K positions (see the module docstring);
+    without it (virtual tokens shift positions) every position is projected, then selected.
+    """
+    targets_mask = labels[:, 1:] != IGNORE_INDEX
+    if selective:
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = targets_mask
+        with selective_lm_head(model, keep):
+            outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits[0]
+    else:
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits[:, -labels.shape[1]:][:, :-1][targets_mask]  # prompt tuning prepends tokens
+    return logits, labels[:, 1:][targets_mask], outputs
+
+
 def _unwrap(model: Any) -> Any:
     while hasattr(model, "module"):  # DDP / accelerate wrappers
         model = model.module
@@ -70,19 +89,7 @@ class TuneforgeTrainer(Trainer):
         num_tokens = inputs.pop("num_tokens", None)
         if model.training and num_tokens is not None:
             self.tokens_seen += int(num_tokens)
-        labels = inputs.pop("labels")
-        targets_mask = labels[:, 1:] != IGNORE_INDEX
-        if self.selective_head:
-            keep = torch.zeros_like(labels, dtype=torch.bool)
-            keep[:, :-1] = targets_mask
-            with selective_lm_head(model, keep):
-                outputs = model(**inputs, use_cache=False)
-            logits = outputs.logits[0]
-        else:
-            outputs = model(**inputs, use_cache=False)
-            logits = outputs.logits[:, -labels.shape[1]:][:, :-1][targets_mask]  # prompt tuning prepends tokens
-        targets = labels[:, 1:][targets_mask]
-        loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+        loss, targets, outputs = self.answer_loss(model, inputs, inputs.pop("labels"))
         if num_items_in_batch is None:
             loss = loss / targets.numel() if targets.numel() else loss
         else:
@@ -91,6 +98,11 @@ class TuneforgeTrainer(Trainer):
                 # num_items_in_batch was summed over processes, DDP averages gradients: undo the mean.
                 loss = loss * self.args.world_size
         return (loss, outputs) if return_outputs else loss
+
+    def answer_loss(self, model: Any, inputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The loss summed over answer tokens, the targets and the model outputs (a subclass changes the loss here)."""
+        logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head)
+        return F.cross_entropy(logits.float(), targets, reduction="sum"), targets, outputs
 
     def train(self, *args: Any, **kwargs: Any):
         try:

@@ -20,18 +20,34 @@ from tuneforge.train.result import FinetuneResult
 
 def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] = ()) -> FinetuneResult:
     """Fine-tune on the answers of ``cfg.data``; see the module docstring for the order of steps."""
+    started = time.perf_counter()
+
+    # --- setup
+    model, tokenizer, base_path = steps.load_base(cfg)
+    prepared = steps.prepare_data(ctx, cfg, tokenizer, console)
+    return fit(ctx, cfg, console, model, tokenizer, base_path, prepared, started=started, callbacks=callbacks)
+
+
+def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: Any, base_path: str, prepared: Any, *,
+        started: float, callbacks: Sequence[Any] = (), trainer_class: Any = None,
+        trainer_kwargs: dict[str, Any] | None = None, manifest: dict[str, Any] | None = None) -> FinetuneResult:
+    """Apply the method, train on ``prepared`` with answer-only labels, save and evaluate.
+
+    The part of SFT that other recipes share: distillation trains the same way with its own
+    trainer (``trainer_class`` + ``trainer_kwargs``) or on the teacher's answers (``prepared``).
+
+    Args:
+        started: ``time.perf_counter()`` when the recipe began (the manifest's wall time).
+        trainer_class: A :class:`TuneforgeTrainer` subclass (default: that class).
+        manifest: Extra manifest fields of the recipe (objective, its settings).
+    """
     from tuneforge import methods
     from tuneforge.data.pack import Collator
     from tuneforge.train.args import loader_items, packing_enabled, resolve_precision, training_arguments
     from tuneforge.train.estimate import MIB, check_run
     from tuneforge.train.trainer import TuneforgeTrainer
 
-    started = time.perf_counter()
-
-    # --- setup
     precision = resolve_precision(cfg.training.precision)
-    model, tokenizer, base_path = steps.load_base(cfg)
-    prepared = steps.prepare_data(ctx, cfg, tokenizer, console)
     model = methods.apply(model, cfg.method)
     trainable, total = methods.trainable_parameters(model)
     # Virtual tokens (prefix/prompt tuning) need one example per row; the schema refuses packing 'on' with them.
@@ -45,11 +61,12 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
     # --- train
     args = training_arguments(cfg, ctx.paths.checkpoints, precision=precision, has_validation=bool(eval_rows),
                               gradient_checkpointing=plan.gradient_checkpointing)
-    trainer = TuneforgeTrainer(
+    trainer = (trainer_class or TuneforgeTrainer)(
         model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
         data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
         selective_head=cfg.method.name not in methods.PROMPT_LEARNING,
         validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
+        **(trainer_kwargs or {}),
     )
     meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
     early = cfg.training.early_stopping
@@ -68,6 +85,7 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
         wall_seconds=train_seconds, precision=precision, packing=packing,
         trainable_parameters=trainable, total_parameters=total,
         estimated_peak_mb=round(plan.memory.total / MIB), gradient_checkpointing=plan.gradient_checkpointing,
+        **(manifest or {}),
     )
     console.print(
         f"[bold green]trained[/] {trainer.state.global_step} steps in {train_seconds:.0f}s, "

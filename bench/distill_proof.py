@@ -1,0 +1,115 @@
+"""Distillation proof on the tickets task: teacher vs KD student vs SFT student, side by side in one run.
+
+    .venv/bin/python bench/distill_proof.py [--teacher runs/quickstart] [--steps 300] [--out-dir runs/distill-proof]
+
+1. Teacher: a tuned full-depth SmolLM2 (``--teacher`` run, else ``examples/quickstart.yaml`` trained here).
+2. KD student: ``examples/distill.yaml``: SmolLM2 with 15 of its 30 layers (``model.keep_layers``),
+   full fine-tune, logit distillation from the teacher (alpha 0.5, T 2).
+3. SFT student: the same config, same data, split, seed and steps, with ``training.objective: sft``.
+
+All three answer the same held-out test split (the quickstart's: same data, fractions and seed),
+greedily, in one process. Accuracy (of the parsed label) with 95% paired bootstrap intervals
+(``tuneforge.eval.compare``, one index matrix for every pair), and the student's generation
+speed-up over the teacher on the same prompts (new tokens per second, batch 32).
+
+Goal (issue #7): the KD student beats the SFT student, and keeps >= 90% of the teacher's accuracy.
+Printed as a table and written to ``OUT_DIR/distill_proof.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_runs(args: argparse.Namespace) -> dict[str, Path]:
+    """Train (or reuse, when finished with the same config) the teacher and both students."""
+    from tuneforge import finetune, load_config
+
+    common = [f"out_dir={args.out_dir}", "eval.enabled=false"]
+    if args.teacher:
+        teacher = Path(args.teacher)
+    else:
+        teacher = finetune(load_config(ROOT / "examples" / "quickstart.yaml", [*common, "name=teacher"])).run_dir
+    student = [*common, f"training.max_steps={args.steps}", f"distill.teacher={teacher.resolve()}"]
+    kd = finetune(load_config(ROOT / "examples" / "distill.yaml", [*student, "name=kd-student"])).run_dir
+    sft = finetune(load_config(ROOT / "examples" / "distill.yaml", [
+        *common, f"training.max_steps={args.steps}", "name=sft-student", "training.objective=sft", "distill=null",
+    ])).run_dir
+    return {"teacher": teacher, "kd_student": kd, "sft_student": sft}
+
+
+def answer(run: Path, examples: list[dict], eval_cfg, max_new_tokens: int):
+    """Greedy answers of a run's model (adapter merged) on the test examples, with their timing."""
+    from tuneforge.eval.generate import generate_answers
+    from tuneforge.models import load
+
+    loaded = load(run, merge=True)
+    gen = eval_cfg.generation.model_copy(update={"max_new_tokens": max_new_tokens, "do_sample": False})
+    out = generate_answers(loaded.model, loaded.tokenizer, examples, gen)
+    layers = loaded.model.config.num_hidden_layers
+    return out, layers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", help="a finished tuned run to use as the teacher (default: train the quickstart)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of each student")
+    parser.add_argument("--out-dir", default="runs/distill-proof")
+    parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
+    args = parser.parse_args(argv)
+
+    from tuneforge import load_config
+    from tuneforge.data.template import reference
+    from tuneforge.eval.compare import bootstrap_indices, paired_bootstrap, single_bootstrap
+    from tuneforge.eval.scoring import score_outputs
+    from tuneforge.models import load_tokenizer
+
+    runs = train_runs(args)
+    tests = {name: (run / "data" / "test.jsonl").read_text() for name, run in runs.items()}
+    if len(set(tests.values())) != 1:
+        raise SystemExit("the three runs hold different test splits; give a teacher trained on the same data and split")
+    examples = [json.loads(line) for line in tests["teacher"].splitlines()]
+    eval_cfg = load_config(ROOT / "examples" / "distill.yaml").eval
+    refs = [reference(ex) for ex in examples]
+    tok = load_tokenizer(runs["kd_student"] / "model")
+    max_new = max(len(tok(label)["input_ids"]) for label in eval_cfg.labels) + 4  # stop token + margin
+
+    scored, speed, layers = {}, {}, {}
+    for name, run in runs.items():
+        out, layers[name] = answer(run, examples, eval_cfg, max_new)
+        scored[name] = score_outputs(["accuracy"], out.texts, refs, eval_cfg).metrics["accuracy"]
+        speed[name] = out.new_tokens / out.seconds
+    idx = bootstrap_indices(len(examples), args.samples, seed=42)
+    kd_vs_sft = paired_bootstrap(scored["sft_student"], scored["kd_student"], idx)
+    kd_vs_teacher = paired_bootstrap(scored["teacher"], scored["kd_student"], idx)
+    result = {
+        "test_examples": len(examples), "student_steps": args.steps, "runs": {k: str(v) for k, v in runs.items()},
+        "layers": layers,
+        "accuracy": {name: {"value": v.value, "ci95": single_bootstrap(v, idx)} for name, v in scored.items()},
+        "kd_minus_sft": {"diff": kd_vs_sft.diff, "ci95": kd_vs_sft.diff_ci},
+        "kd_minus_teacher": {"diff": kd_vs_teacher.diff, "ci95": kd_vs_teacher.diff_ci},
+        "kd_share_of_teacher": scored["kd_student"].value / scored["teacher"].value if scored["teacher"].value else None,
+        "new_tokens_per_second": speed,
+        "student_speedup": speed["kd_student"] / speed["teacher"],
+    }
+    result["goal_met"] = bool(kd_vs_sft.diff > 0 and (result["kd_share_of_teacher"] or 0) >= 0.9)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.out_dir) / "distill_proof.json").write_text(json.dumps(result, indent=2))
+
+    print(f"{'model':<12} {'layers':>6} {'accuracy':>9} {'95% CI':>17} {'tokens/s':>9}")
+    for name, v in scored.items():
+        lo, hi = result["accuracy"][name]["ci95"]
+        print(f"{name:<12} {layers[name]:>6} {v.value:>9.3f} {f'[{lo:.3f}, {hi:.3f}]':>17} {speed[name]:>9.1f}")
+    print(f"KD - SFT     {kd_vs_sft.diff:+.3f}  95% CI [{kd_vs_sft.diff_ci[0]:+.3f}, {kd_vs_sft.diff_ci[1]:+.3f}]")
+    print(f"KD - teacher {kd_vs_teacher.diff:+.3f}  95% CI [{kd_vs_teacher.diff_ci[0]:+.3f}, {kd_vs_teacher.diff_ci[1]:+.3f}]")
+    print(f"KD keeps {100 * (result['kd_share_of_teacher'] or 0):.1f}% of the teacher's accuracy; "
+          f"student generation speed-up x{result['student_speedup']:.2f}; goal met: {result['goal_met']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Logit distillation: the student matches the teacher's next-token distributions on answer tokens.
+
+Loss per answer token: ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE``
+(Hinton et al. 2015; the T^2 keeps the KL's gradient scale independent of T). The
+teacher runs under ``torch.no_grad()`` on the very batch the student sees (same packed
+rows, position_ids and attention layout), and both LM heads project only the answer
+positions (:func:`tuneforge.train.trainer.answer_logits`), so no ``[batch, seq, vocab]``
+tensor is ever built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tuneforge.errors import ConfigError
+from tuneforge.train.trainer import TuneforgeTrainer, answer_logits
+
+
+def kd_loss_sum(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))`` summed over positions (``[K, vocab]`` each)."""
+    t = temperature
+    log_student = F.log_softmax(student.float() / t, dim=-1)
+    log_teacher = F.log_softmax(teacher.float() / t, dim=-1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="sum") * (t * t)
+
+
+class DistillTrainer(TuneforgeTrainer):
+    """:class:`TuneforgeTrainer` whose loss mixes the KL to a frozen teacher with the answer cross-entropy.
+
+    Args:
+        teacher: The teacher model (same tokenizer); frozen and put in eval mode here.
+        alpha: Weight of the KL term.
+        temperature: Softening temperature of both distributions.
+
+    Logs ``distill_kl`` and ``distill_ce`` (per answer token, averaged since the last log) beside the loss.
+    """
+
+    def __init__(self, *args: Any, teacher: Any, alpha: float, temperature: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
+        self.alpha = alpha
+        self.temperature = temperature
+        self._sums = {"distill_kl": 0.0, "distill_ce": 0.0, "tokens": 0}
+
+    def answer_loss(self, model, inputs, labels):
+        logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head)
+        with torch.no_grad():  # the same packed rows, positions and attention layout as the student's
+            teacher_logits, _, _ = answer_logits(self.teacher, inputs, labels)
+        vocab = min(logits.shape[-1], teacher_logits.shape[-1])  # an embedding padded past the tokenizer's size
+        kl = kd_loss_sum(logits[:, :vocab], teacher_logits[:, :vocab], self.temperature)
+        ce = F.cross_entropy(logits.float(), targets, reduction="sum")
+        if model.training:
+            self._sums["distill_kl"] += float(kl.detach())
+            self._sums["distill_ce"] += float(ce.detach())
+            self._sums["tokens"] += targets.numel()
+        return self.alpha * kl + (1 - self.alpha) * ce, targets, outputs
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if "loss" in logs and self._sums["tokens"]:  # a training log: add the two parts of the loss
+            tokens = self._sums.pop("tokens")
+            logs.update({name: round(total / tokens, 6) for name, total in self._sums.items()})
+            self._sums = {"distill_kl": 0.0, "distill_ce": 0.0, "tokens": 0}
+        super().log(logs, *args, **kwargs)
+
+
+def teacher_tokenizer_dir(teacher: str) -> str:
+    """Where the teacher's tokenizer is, found without loading its weights."""
+    from tuneforge.models import resolve, resolve_target
+
+    found = resolve_target(teacher)
+    # A run's weights folder and an adapter folder carry the tokenizer as trained (save_weights writes it).
+    if found.weights is not None and (Path(found.weights) / "tokenizer_config.json").is_file():
+        return str(found.weights)
+    return resolve(found.ref)  # a model folder, an alias or .gguf (dequantized once), a cached hub id
+
+
+def check_same_tokenizer(student: Any, teacher: Any, teacher_ref: str) -> None:
+    """Refuse logit distillation between different tokenizers (their logits index different tokens).
+
+    Raises:
+        ConfigError: vocabularies or special tokens differ; points to ``distill.mode: sequence``.
+    """
+    problems = []
+    s_vocab, t_vocab = student.get_vocab(), teacher.get_vocab()
+    if s_vocab != t_vocab:
+        differing = len(set(s_vocab.items()) ^ set(t_vocab.items()))
+        problems.append(f"vocabularies differ ({len(s_vocab)} vs {len(t_vocab)} tokens, {differing} entries differ)")
+    if list(student.all_special_tokens) != list(teacher.all_special_tokens):
+        problems.append(f"special tokens differ ({student.all_special_tokens} vs {teacher.all_special_tokens})")
+    if problems:
+        raise ConfigError(
+            f"distill.teacher: {teacher_ref} has another tokenizer than the student model: {'; '.join(problems)}. "
+            "Logit distillation compares next-token distributions, which needs the same tokens; use "
+            "distill.mode: sequence (the student learns from the teacher's answers) instead"
+        )
+
+
+def load_teacher(teacher: str, student_tokenizer: Any, *, dtype: torch.dtype = torch.float32) -> Any:
+    """Check the teacher's tokenizer, then load it (a run's adapter merged in memory), frozen.
+
+    Raises:
+        ConfigError: the teacher's tokenizer differs from the student's.
+        ModelError: nothing loadable at ``teacher``.
+    """
+    from tuneforge.models import load, load_tokenizer
+
+    check_same_tokenizer(student_tokenizer, load_tokenizer(teacher_tokenizer_dir(teacher)), teacher)
+    model = load(teacher, dtype=dtype, merge=True).model
+    return model.eval().requires_grad_(False)

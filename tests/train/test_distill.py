@@ -1,0 +1,121 @@
+"""Distillation on the tiny model: logit KD pulls the student towards the teacher, bad configs are refused clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from tuneforge import ConfigError, finetune, load_config
+from tuneforge.models import build_tiny_model, build_tiny_tokenizer, load, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """Another random tiny model with the same tokenizer and sharp next-token distributions, far from the student's.
+
+    A random tiny model predicts almost uniformly, so the KL between two of them is tiny; scaling
+    the (tied) LM head makes the teacher confident, so being pulled towards it is measurable.
+    """
+    path = tmp_path_factory.mktemp("teacher")
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model(tok, seed=7)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def distill_config(run_config, name, teacher, **distill):
+    path = run_config(name, method={"name": "full"}, training={"max_steps": 30, "learning_rate": 3e-3,
+                                                               "logging_steps": 5, "save_steps": 100})
+    cfg = yaml.safe_load(path.read_text())
+    cfg["training"]["objective"] = "distill"
+    cfg["distill"] = {"teacher": str(teacher), **distill}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def mean_kl_to_teacher(student_dir, teacher_dir, examples) -> float:
+    """Mean per-token KL(teacher || student) at T=1 on the answer tokens of ``examples``."""
+    from tuneforge.data.template import encode_example
+    from tuneforge.distill.logit import kd_loss_sum
+    from tuneforge.train.trainer import answer_logits
+
+    student, teacher = load(student_dir).model.eval(), load(teacher_dir).model.eval()
+    tok = load_tokenizer(teacher_dir)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:
+            enc = encode_example(ex, tok, max_seq_length=128)
+            ids, labels = torch.tensor([enc.input_ids]), torch.tensor([enc.labels])
+            s, targets, _ = answer_logits(student, {"input_ids": ids}, labels)
+            t, _, _ = answer_logits(teacher, {"input_ids": ids}, labels)
+            total += float(kd_loss_sum(s, t, 1.0))
+            tokens += targets.numel()
+    return total / tokens
+
+
+def test_logit_kd_lowers_the_kl_to_the_teacher_more_than_sft(run_config, teacher_dir, tiny_model_dir):
+    kd = finetune(distill_config(run_config, "kd", teacher_dir, alpha=0.9, temperature=2.0))
+    sft_cfg = yaml.safe_load(distill_config(run_config, "sft", teacher_dir).read_text())
+    sft_cfg["training"]["objective"] = "sft"
+    del sft_cfg["distill"]
+    sft = finetune(load_config(data=sft_cfg))
+    held_out = [json.loads(line) for line in (kd.run_dir / "data" / "test.jsonl").read_text().splitlines()]
+    before = mean_kl_to_teacher(tiny_model_dir, teacher_dir, held_out)
+    after_kd = mean_kl_to_teacher(kd.run_dir, teacher_dir, held_out)
+    after_sft = mean_kl_to_teacher(sft.run_dir, teacher_dir, held_out)
+    assert after_kd < 0.7 * before and after_kd < after_sft
+    logs = [json.loads(line) for line in (kd.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logs if "distill_kl" in r]
+    assert len(train) >= 3 and train[-1]["distill_kl"] < train[0]["distill_kl"]
+    assert all("distill_ce" in r for r in train)
+    manifest = json.loads((kd.run_dir / "manifest.json").read_text())
+    assert manifest["objective"] == "distill" and manifest["distill"]["mode"] == "logit"
+
+
+def test_logit_kd_from_a_run_directory_teacher_with_a_pruned_student(run_config, teacher_dir, tmp_path):
+    """A tuned run is a teacher (its adapter merged in memory); the student keeps one of two layers."""
+    teacher_run = finetune(run_config("teacher"))
+    cfg = yaml.safe_load(distill_config(run_config, "student", teacher_run.run_dir).read_text())
+    cfg["model"] = {"name_or_path": cfg["model"], "keep_layers": 1}
+    cfg["training"]["max_steps"] = 4
+    result = finetune(load_config(data=cfg))
+    student = load(result.run_dir).model
+    assert student.config.num_hidden_layers == 1
+
+
+def test_a_teacher_with_another_tokenizer_points_to_sequence_mode(run_config, tmp_path):
+    other = tmp_path / "other-teacher"
+    tok = build_tiny_tokenizer(vocab_size=400)
+    build_tiny_model(tok).save_pretrained(other)
+    tok.save_pretrained(other)
+    with pytest.raises(ConfigError, match=r"another tokenizer than the student.*distill.mode: sequence"):
+        finetune(distill_config(run_config, "mismatch", other))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"training": {"objective": "distill"}}, "training.objective 'distill' needs a distill section"),
+    ({"distill": {"teacher": "runs/t"}}, "the distill section is used only with training.objective 'distill'"),
+    ({"training": {"objective": "distill"}, "distill": {"teacher": {"base_url": "http://127.0.0.1:9/v1"}, "mode": "logit"}},
+     "an endpoint teacher .* returns text; use distill.mode: sequence"),
+    ({"training": {"objective": "distill"}, "distill": {"teacher": "runs/t", "alpha": 1.5}}, "distill.alpha"),
+    ({"training": {"objective": "distill"}, "distill": {"teacher": {"base_url": "127.0.0.1:8000"}}}, "distill.teacher"),
+])
+def test_the_distill_section_is_checked_before_anything_loads(tmp_path, change, message):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(data={"data": {"train": str(tmp_path / "d.jsonl")}, **change})
+
+
+def test_an_endpoint_teacher_defaults_to_sequence_mode(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    cfg = load_config(data={"data": {"train": str(tmp_path / "d.jsonl")}, "training": {"objective": "distill"},
+                            "distill": {"teacher": {"base_url": "http://127.0.0.1:8000/v1"}}})
+    assert cfg.distill.resolved_mode == "sequence"
+    assert load_config(data={"data": {"train": str(tmp_path / "d.jsonl")}, "training": {"objective": "distill"},
+                             "distill": {"teacher": "runs/t"}}).distill.resolved_mode == "logit"
