@@ -166,3 +166,21 @@ def test_compare_overlays_each_runs_curve(browser, shots, tmp_path):
         assert len({line.get_attribute("style") for line in lines}) == 3  # one colour per run
         assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) == 3
         browser.save_screenshot(str(shots / "compare.png"))
+
+
+def test_data_page_shows_lengths_and_trained_tokens(browser, shots, finished_run):
+    from selenium.webdriver.common.by import By
+
+    with background_server(create_app(finished_run.parent, keys=None)) as url:
+        browser.get(url + "/runs/tiny")
+        browser.find_element(By.LINK_TEXT, "token lengths and training examples").click()
+        bars = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#length-histogram rect.bar"))
+        recorded = json.loads((finished_run / "data" / "lengths.json").read_text())["train"]
+        assert sum(int(b.get_attribute("data-count")) for b in bars) == sum(c for _, c in recorded)
+        marks = browser.find_elements(By.CSS_SELECTOR, "#training-examples mark.trained")
+        assert len(marks) == 10 and all(m.text.endswith("<|im_end|>") for m in marks)  # one answer per example
+        assert marks[0].value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"  # visibly highlighted
+        browser.save_screenshot(str(shots / "data.png"))
+        browser.find_element(By.CSS_SELECTOR, "nav.pager a[rel=next]").click()
+        wait_for(lambda: "page 2 of" in browser.find_element(By.CSS_SELECTOR, "nav.pager").text)
+        assert browser.find_elements(By.CSS_SELECTOR, "#training-examples td.num")[0].text == "10"

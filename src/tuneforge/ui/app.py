@@ -24,6 +24,7 @@ from tuneforge.ui.auth import KeyCookie
 from tuneforge.ui.launch import Launcher
 from tuneforge.ui.playground import Playground
 from tuneforge.ui.predictions import PredictionsCache
+from tuneforge.ui.training_data import TrainingCache
 from tuneforge.ui.routes import RunNotFound, UIContext, error_page, router
 
 STATIC = Path(__file__).parent / "static"
@@ -57,7 +58,7 @@ def create_app(
         playground.close()  # stop the engines' worker threads
 
     app = FastAPI(title="tuneforge dashboard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.ui = UIContext(Path(runs_dir), PredictionsCache(), playground, Launcher(Path(runs_dir)))
+    app.state.ui = UIContext(Path(runs_dir), PredictionsCache(), playground, Launcher(Path(runs_dir)), TrainingCache())
     app.include_router(router)
     # Every asset is in the package (no CDN): the dashboard works on an air-gapped machine.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

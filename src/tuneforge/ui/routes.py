@@ -7,6 +7,7 @@ model output); the browser only opens event streams and redraws curves.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 from pathlib import Path
@@ -27,6 +28,7 @@ from tuneforge.ui.paths import confined, run_path
 from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events, choices
 from tuneforge.ui.predictions import FILTERS, UNPARSEABLE, PredictionsCache, confusion, filter_page, prompt_text
 from tuneforge.ui.runs import is_run_folder, list_runs, read_json, summarize
+from tuneforge.ui.training_data import TrainingCache, length_histogram
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals["prompt_text"] = prompt_text
@@ -42,6 +44,7 @@ class UIContext:
     predictions: PredictionsCache
     playground: Playground
     launcher: Launcher
+    training: TrainingCache
 
 
 class RunNotFound(Exception):
@@ -112,6 +115,31 @@ def run_page(request: Request, name: str) -> HTMLResponse:
         "report": read_json(runs_dir, run.data_report),
         # The run's length, for progress and ETA, when the run wrote it (status.json's optional max_steps).
         "max_steps": status.get("max_steps") if isinstance(status, dict) else None,
+    })
+
+
+@router.get("/runs/{name}/data", response_class=HTMLResponse)
+def data_page(request: Request, name: str, page: int = Query(1, ge=1)) -> HTMLResponse:
+    """The data report, the training split's token lengths and its examples as the model saw them."""
+    runs_dir, folder = _ctx(request).runs_dir, _run(request, name)
+    run = RunDir(folder)
+    view = _ctx(request).training.get(runs_dir, folder)
+    stored = read_json(runs_dir, run.train_lengths)
+    if isinstance(stored, dict) and isinstance(stored.get("train"), list):
+        pairs, origin = stored["train"], "recorded by training in data/lengths.json"
+    elif view.rows:
+        pairs = Counter(len(r["input_ids"]) for r in view.rows).items()
+        origin = "from the examples rebuilt below (this run did not record data/lengths.json)"
+    else:
+        pairs, origin = [], view.problem or "the run recorded none"
+    try:
+        histogram = length_histogram(pairs)
+    except (TypeError, ValueError):  # a foreign or damaged lengths.json
+        histogram, origin = [], f"{run.train_lengths.name} is malformed"
+    return TEMPLATES.TemplateResponse(request, "data.html", {
+        "run": summarize(runs_dir, folder), "report": read_json(runs_dir, run.data_report),
+        "histogram": histogram, "length_total": sum(b.count for b in histogram), "length_origin": origin,
+        "view": view, "page": min(page, view.pages), "examples": view.page(min(page, view.pages)),
     })
 
 
