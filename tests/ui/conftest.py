@@ -43,16 +43,17 @@ def model_runs(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture
 def tiny_config(tmp_path, tiny_model_dir):
-    """A function name -> YAML text of a two-step LoRA run of the tiny model (evaluation off)."""
+    """A function name -> YAML text of a two-step LoRA run of the tiny model (evaluation off unless asked)."""
     data = write_tickets(tmp_path / "tickets.jsonl", n=60)
 
-    def make(name: str, max_steps: int = 2) -> str:
+    def make(name: str, max_steps: int = 2, evaluate: bool = False) -> str:
         return yaml.safe_dump({
             "name": name, "model": str(tiny_model_dir), "method": {"name": "lora", "r": 4, "alpha": 8},
             "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.1}},
             "training": {"max_steps": max_steps, "per_device_batch_size": 2, "logging_steps": 1, "save_steps": 1000,
                          "max_seq_length": 128, "precision": "fp32"},
-            "eval": {"enabled": False},
+            "eval": {"enabled": True, "max_examples": 4, "bootstrap_samples": 100,
+                     "generation": {"max_new_tokens": 4, "batch_size": 1}} if evaluate else {"enabled": False},
         })
 
     return make

@@ -143,7 +143,7 @@ def test_launch_shows_errors_at_their_line_then_runs_to_the_end(browser, shots, 
         browser.save_screenshot(str(shots / "launch.png"))
 
         editor = browser.find_element(By.ID, "config")
-        browser.execute_script("arguments[0].value = arguments[1]", editor, tiny_config("from-browser"))
+        browser.execute_script("arguments[0].value = arguments[1]", editor, tiny_config("from-browser", evaluate=True))
         browser.find_element(By.ID, "start").click()
         wait_for(lambda: browser.current_url.endswith("/runs/from-browser"))
         # The page follows the run over server-sent events and turns its badge when training ends.
@@ -151,6 +151,10 @@ def test_launch_shows_errors_at_their_line_then_runs_to_the_end(browser, shots, 
                  show=lambda: (browser.find_element(By.ID, "run-state").text, browser.find_element(By.ID, "step").text,
                                browser.get_log("browser"), (runs / ".launch" / "from-browser.log").read_text()[-300:]))
         assert (runs / "from-browser" / "manifest.json").is_file()
+        # The final evaluation's progress reached the page over the same stream (4 examples, tuned and base).
+        progress = browser.find_element(By.ID, "eval-progress")
+        assert progress.get_attribute("data-done") == progress.get_attribute("data-total") == "8"
+        assert progress.text.startswith("evaluated: 8 / 8 examples")
 
 
 def test_compare_overlays_each_runs_curve(browser, shots, tmp_path):

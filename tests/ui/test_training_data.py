@@ -95,3 +95,4 @@ def test_data_page_says_when_the_data_file_changed_and_when_it_is_gone(finished_
         page = client.get("/runs/tiny/data")
         assert page.status_code == 200 and 'id="examples-problem"' in page.text and "tickets.jsonl" in page.text
         assert 'class="bar"' in page.text  # the recorded lengths still show
+

@@ -189,6 +189,8 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, base_p
         cfg.eval, tuned=tuned, examples=prepared.test_examples, out_dir=paths.eval,
         data_format=prepared.format, metrics_log=paths.metrics, seed=cfg.training.seed,
         max_seq_length=cfg.training.max_seq_length,
+        # For the dashboard's "evaluating: k / n examples" line; atomic, so a reader never sees half a file.
+        progress=lambda p: ctx.write_json("eval/progress.json", p) if ctx.is_main else None,
     )
     console.print(result.summary_table())
     manifest["eval_seconds"] = round(time.perf_counter() - started, 1)

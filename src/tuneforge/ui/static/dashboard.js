@@ -75,6 +75,15 @@ const tuneforge = (() => {
       }
       draw();
     });
+    source.addEventListener("eval", (e) => { // the final evaluation's progress (eval/progress.json)
+      const p = JSON.parse(e.data), line = document.getElementById("eval-progress");
+      const finished = p.total > 0 && p.done >= p.total;
+      const eta = p.done > 0 && !finished ? ` · ETA ${Math.round(p.elapsed_s * (p.total - p.done) / p.done)} s` : "";
+      line.hidden = false; line.dataset.done = p.done; line.dataset.total = p.total;
+      line.textContent = finished ? `evaluated: ${p.done} / ${p.total} examples in ${Math.round(p.elapsed_s)} s`
+        : `evaluating: ${p.done} / ${p.total} examples · ${p.phase}${eta}`;
+      if (p.models > 1) line.textContent += ` (${p.examples} examples × ${p.models} models)`;
+    });
     source.addEventListener("end", (e) => {
       source.close(); // the run is not training: no more lines will come (EventSource would reconnect forever)
       const s = JSON.parse(e.data).state, badge = document.getElementById("run-state");
