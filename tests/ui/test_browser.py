@@ -188,3 +188,21 @@ def test_data_page_shows_lengths_and_trained_tokens(browser, shots, finished_run
         browser.find_element(By.CSS_SELECTOR, "nav.pager a[rel=next]").click()
         wait_for(lambda: "page 2 of" in browser.find_element(By.CSS_SELECTOR, "nav.pager").text)
         assert browser.find_elements(By.CSS_SELECTOR, "#training-examples td.num")[0].text == "10"
+
+
+def test_export_a_finished_run_from_its_page(browser, shots, finished_run, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_run, runs / "tiny")
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/runs/tiny")
+        browser.find_element(By.ID, "export-hf").click()
+        # One script per look: the page reloads itself when the export ends, and an element found
+        # before that reload would be stale after it.
+        row = lambda what: browser.execute_script(  # noqa: E731
+            f"const r = document.querySelector('#exports tr[data-kind=hf]'); return r && r.{what}")
+        wait_for(lambda: row("dataset.state") == "finished", timeout=240, show=lambda: row("innerText"))
+        text = row("innerText")
+        assert str(runs / "tiny" / "export" / "hf") in text and "model.safetensors" in text
+        browser.save_screenshot(str(shots / "export.png"))

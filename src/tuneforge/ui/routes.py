@@ -23,6 +23,7 @@ from tuneforge.rundir import RunDir
 from tuneforge.ui.auth import COOKIE, same_origin
 from tuneforge.ui.compare import compare_run, metric_names
 from tuneforge.ui.launch import Checked, Launcher, check_config
+from tuneforge.ui.exports import Exporter
 from tuneforge.ui.events import metrics_events, runs_events, sse
 from tuneforge.ui.paths import confined, run_path
 from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events, choices
@@ -45,6 +46,7 @@ class UIContext:
     playground: Playground
     launcher: Launcher
     training: TrainingCache
+    exporter: Exporter
 
 
 class RunNotFound(Exception):
@@ -102,6 +104,10 @@ def runs_stream(request: Request) -> StreamingResponse:
 
 @router.get("/runs/{name}", response_class=HTMLResponse)
 def run_page(request: Request, name: str) -> HTMLResponse:
+    return _run_page(request, name)
+
+
+def _run_page(request: Request, name: str, refusal: str | None = None, status_code: int = 200) -> HTMLResponse:
     runs_dir, folder = _ctx(request).runs_dir, _run(request, name)
     run = RunDir(folder)
     status = read_json(runs_dir, folder / "status.json")
@@ -115,7 +121,28 @@ def run_page(request: Request, name: str) -> HTMLResponse:
         "report": read_json(runs_dir, run.data_report),
         # The run's length, for progress and ETA, when the run wrote it (status.json's optional max_steps).
         "max_steps": status.get("max_steps") if isinstance(status, dict) else None,
-    })
+        "exports": _ctx(request).exporter.jobs(name), "refusal": refusal,
+    }, status_code=status_code)
+
+
+@router.post("/runs/{name}/export", response_class=HTMLResponse)
+async def export_run(request: Request, name: str) -> HTMLResponse:
+    """Start ``tuneforge export`` of a finished run (``kind=hf|gguf-f16|gguf-q8_0``); a refusal is shown on the run page."""
+    kind = (await _form(request)).get("kind", "")
+    _run(request, name)
+    try:
+        await asyncio.to_thread(_ctx(request).exporter.start, name, kind)
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    except TuneforgeError as exc:
+        return _run_page(request, name, refusal=str(exc), status_code=409)
+    return RedirectResponse(f"/runs/{name}#export", status_code=303)
+
+
+@router.get("/api/runs/{name}/exports")
+def exports_json(request: Request, name: str) -> JSONResponse:
+    _run(request, name)
+    return JSONResponse([job.to_dict() for job in _ctx(request).exporter.jobs(name)])
 
 
 @router.get("/runs/{name}/data", response_class=HTMLResponse)

@@ -92,6 +92,19 @@ const tuneforge = (() => {
     draw();
   }
 
+  // ---- exports: while one runs, look every second and reload the page when any export changes state
+  function watchExports(name) {
+    const states = () => [...document.querySelectorAll("#exports tr[data-kind]")].map((r) => `${r.dataset.kind}:${r.dataset.state}`).sort().join();
+    if (!document.querySelector('#exports tr[data-state="running"]')) return;
+    const shown = states();
+    const timer = setInterval(async () => {
+      const response = await fetch(`/api/runs/${encodeURIComponent(name)}/exports`);
+      if (!response.ok) return;
+      const now = (await response.json()).filter((j) => j.state !== "none").map((j) => `${j.kind}:${j.state}`).sort().join();
+      if (now !== shown) { clearInterval(timer); location.reload(); } // (assigning the same URL + #export would only scroll)
+    }, 1000);
+  }
+
   // ---- predictions: changing a select applies the filter at once
   function predictionsPage() {
     const form = document.getElementById("filters");
@@ -153,5 +166,5 @@ const tuneforge = (() => {
     }
   }
 
-  return {runsPage, runPage, predictionsPage, playgroundPage, launchPage, comparePage, chart};
+  return {runsPage, runPage, watchExports, predictionsPage, playgroundPage, launchPage, comparePage, chart};
 })();
