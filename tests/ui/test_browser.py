@@ -206,3 +206,30 @@ def test_export_a_finished_run_from_its_page(browser, shots, finished_run, tmp_p
         text = row("innerText")
         assert str(runs / "tiny" / "export" / "hf") in text and "model.safetensors" in text
         browser.save_screenshot(str(shots / "export.png"))
+
+
+def test_upload_data_then_use_it_in_the_config(browser, shots, tmp_path, tiny_config):
+    from selenium.webdriver.common.by import By
+
+    from tests.train.conftest import write_tickets
+
+    runs = tmp_path / "runs"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "input": "b", "output": "c"}\n{"instruction": "a", "output": 3}\n')
+    good = write_tickets(tmp_path / "tickets.jsonl", n=30)
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/launch")
+        browser.execute_script("arguments[0].value = arguments[1]", browser.find_element(By.ID, "config"), tiny_config("up"))
+        browser.find_element(By.ID, "data-file").send_keys(str(bad))
+        browser.find_element(By.ID, "upload").click()
+        problem = wait_for(lambda: browser.find_elements(By.ID, "upload-problem"))[0].text
+        assert "bad.jsonl:2" in problem and "output" in problem
+        browser.find_element(By.ID, "data-file").send_keys(str(good))
+        browser.find_element(By.ID, "upload").click()
+        ok = wait_for(lambda: browser.find_elements(By.ID, "upload-ok"))[0].text
+        assert ok.startswith("tickets.jsonl: 30 rows, format alpaca") and str(runs / "_uploads") in ok
+        browser.save_screenshot(str(shots / "upload.png"))
+        browser.find_element(By.ID, "use").click()
+        wait_for(lambda: browser.find_elements(By.ID, "note"))
+        config = browser.find_element(By.ID, "config").get_attribute("value")
+        assert f"train: {(runs / '_uploads').resolve()}/" in config and "name: up" in config

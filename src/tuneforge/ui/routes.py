@@ -30,6 +30,7 @@ from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events
 from tuneforge.ui.predictions import FILTERS, UNPARSEABLE, PredictionsCache, confusion, filter_page, prompt_text
 from tuneforge.ui.runs import is_run_folder, list_runs, read_json, summarize
 from tuneforge.ui.training_data import TrainingCache, length_histogram
+from tuneforge.ui.uploads import MAX_UPLOAD_BYTES, UploadTooLarge, store, upload_path, with_training_data
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals["prompt_text"] = prompt_text
@@ -47,6 +48,7 @@ class UIContext:
     launcher: Launcher
     training: TrainingCache
     exporter: Exporter
+    upload_limit: int = MAX_UPLOAD_BYTES
 
 
 class RunNotFound(Exception):
@@ -305,10 +307,50 @@ async def launch_submit(request: Request) -> HTMLResponse:
     return _launch_form(request, text, checked)
 
 
-def _launch_form(request: Request, text: str, checked: Checked | None) -> HTMLResponse:
+def _launch_form(request: Request, text: str, checked: Checked | None, note: str | None = None,
+                 status_code: int | None = None) -> HTMLResponse:
     lines = text.splitlines()
-    context = {"text": text, "checked": checked, "lines": list(enumerate(lines, 1)), "runs_dir": _ctx(request).runs_dir}
-    return TEMPLATES.TemplateResponse(request, "launch.html", context, status_code=200 if checked is None or checked.ok else 422)
+    context = {"text": text, "checked": checked, "lines": list(enumerate(lines, 1)), "runs_dir": _ctx(request).runs_dir,
+               "note": note, "upload_limit": _ctx(request).upload_limit}
+    status = status_code or (200 if checked is None or checked.ok else 422)
+    return TEMPLATES.TemplateResponse(request, "launch.html", context, status_code=status)
+
+
+@router.post("/launch/upload")
+async def upload_data(request: Request, filename: str = Query(..., max_length=255)) -> JSONResponse:
+    """Store the request body (the file itself, not a form) under ``RUNS/_uploads/`` and check it as training data."""
+    _check_origin(request)
+    ctx = _ctx(request)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > ctx.upload_limit:  # refused before a byte is stored
+        return JSONResponse({"ok": False, "problem": f"{filename!r} is {declared} bytes; the upload limit is "
+                             f"{ctx.upload_limit} bytes"}, status_code=413)
+    try:
+        uploaded = await store(ctx.runs_dir, filename, request.stream(), ctx.upload_limit)
+    except UploadTooLarge as exc:
+        return JSONResponse({"ok": False, "problem": str(exc)}, status_code=413)
+    except TuneforgeError as exc:
+        return JSONResponse({"ok": False, "problem": str(exc)}, status_code=400)
+    body = {"ok": uploaded.ok, "name": uploaded.shown_name, "stored": uploaded.stored, "rows": uploaded.rows,
+            "format": uploaded.format, "path": str(uploaded.path) if uploaded.path else None, "problem": uploaded.problem}
+    return JSONResponse(body, status_code=200 if uploaded.ok else 422)
+
+
+@router.post("/launch/use-upload", response_class=HTMLResponse)
+async def use_upload(request: Request) -> HTMLResponse:
+    """The launch form again, its config's ``data.train`` now the upload named in the form."""
+    form = await _form(request)
+    text = form.get("config", "")
+    try:
+        path = upload_path(_ctx(request).runs_dir, form.get("upload", ""))
+        if not path.is_file():
+            raise TuneforgeError(f"no upload {form.get('upload')!r} (uploads that fail their check are not kept)")
+        new_text = with_training_data(text, path.resolve())
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    except TuneforgeError as exc:
+        return _launch_form(request, text, None, note=f"error: {exc}", status_code=422)
+    return _launch_form(request, new_text, None, note=f"data.train is now the upload {path.name} (comments in the YAML are not kept)")
 
 
 @router.post("/runs/{name}/stop")

@@ -154,6 +154,20 @@ const tuneforge = (() => {
   function launchPage() {
     const bad = document.querySelector("#annotated tr.bad");
     if (bad) bad.scrollIntoView({block: "center"});
+    const button = document.getElementById("upload"), use = document.getElementById("use-upload");
+    const result = document.getElementById("upload-result");
+    // The file is the request body (no multipart form): the server counts bytes as they arrive.
+    button.addEventListener("click", async () => {
+      const file = document.getElementById("data-file").files[0];
+      if (!file) { result.innerHTML = `<p class="error">choose a file first</p>`; return; }
+      result.innerHTML = `<p class="muted">uploading ${esc(file.name)}…</p>`; use.hidden = true;
+      const response = await fetch(`/launch/upload?filename=${encodeURIComponent(file.name)}`, {method: "POST", body: file});
+      const r = await response.json().catch(() => ({ok: false, problem: `error ${response.status}`}));
+      if (!r.ok) { result.innerHTML = `<p class="error" id="upload-problem">${esc(r.problem)}</p>`; return; }
+      result.innerHTML = `<p class="ok" id="upload-ok">${esc(r.name)}: ${r.rows} rows, format ${esc(r.format)}, stored as <code>${esc(r.path)}</code></p>`;
+      document.getElementById("upload-name").value = r.stored; use.hidden = false;
+    });
+    use.addEventListener("submit", () => { document.getElementById("use-config").value = document.getElementById("config").value; });
   }
 
   // ---- compare: every run's curve overlaid, one colour per run (the table's swatches say which)
