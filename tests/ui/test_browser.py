@@ -184,6 +184,7 @@ def test_data_page_shows_lengths_and_trained_tokens(browser, shots, finished_run
         marks = browser.find_elements(By.CSS_SELECTOR, "#training-examples mark.trained")
         assert len(marks) == 10 and all(m.text.endswith("<|im_end|>") for m in marks)  # one answer per example
         assert marks[0].value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"  # visibly highlighted
+        browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "length-histogram"))
         browser.save_screenshot(str(shots / "data.png"))
         browser.find_element(By.CSS_SELECTOR, "nav.pager a[rel=next]").click()
         wait_for(lambda: "page 2 of" in browser.find_element(By.CSS_SELECTOR, "nav.pager").text)
