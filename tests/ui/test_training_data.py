@@ -96,3 +96,12 @@ def test_data_page_says_when_the_data_file_changed_and_when_it_is_gone(finished_
         assert page.status_code == 200 and 'id="examples-problem"' in page.text and "tickets.jsonl" in page.text
         assert 'class="bar"' in page.text  # the recorded lengths still show
 
+
+
+def test_data_page_of_a_run_whose_examples_cannot_be_rebuilt_still_shows_its_report(client):
+    page = client.get("/runs/alpha/data")  # a run folder written file by file: its config has no data section
+    assert page.status_code == 200
+    assert "120 rows read" in page.text and 'id="examples-problem"' in page.text
+    assert "cannot be rebuilt" in page.text and 'class="bar"' not in page.text
+    assert client.get("/runs/..%2Falpha/data").status_code in (400, 404)
+    assert client.get("/runs/nope/data").status_code == 404
