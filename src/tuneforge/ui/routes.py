@@ -28,7 +28,7 @@ from tuneforge.ui.events import metrics_events, runs_events, sse
 from tuneforge.ui.paths import confined, run_path
 from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events, choices
 from tuneforge.ui.predictions import FILTERS, UNPARSEABLE, PredictionsCache, confusion, filter_page, prompt_text
-from tuneforge.ui.runs import is_run_folder, list_runs, read_json, summarize
+from tuneforge.ui.runs import is_run_folder, list_runs, read_json, read_run_file, summarize
 from tuneforge.ui.training_data import TrainingCache, length_histogram
 from tuneforge.ui.uploads import MAX_UPLOAD_BYTES, UploadTooLarge, store, upload_path, with_training_data
 
@@ -287,8 +287,8 @@ def launch_page(request: Request, source: str = Query("", alias="from")) -> HTML
     if source:
         folder = _run(request, source)
         try:
-            text = confined(_ctx(request).runs_dir, RunDir(folder).config).read_text(encoding="utf-8")
-        except (OSError, SecurityError):
+            text = read_run_file(_ctx(request).runs_dir, RunDir(folder).config).decode("utf-8")
+        except (OSError, ValueError, SecurityError):
             text = ""
     return _launch_form(request, text, None)
 
