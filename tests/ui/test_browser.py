@@ -93,9 +93,18 @@ def test_runs_live_curve_and_predictions_in_a_browser(browser, shots, tmp_path):
         append_metrics(live, range(11, 31))
         wait_for(lambda: points() == 30)
         browser.save_screenshot(str(shots / "run.png"))
+
+        # The final evaluation's progress arrives as training writes it, with an ETA from its pace.
+        progress = lambda: browser.find_element(By.ID, "eval-progress").text  # noqa: E731
+        evaluating = {"phase": "generating (training-now)", "done": 3, "total": 8, "examples": 4, "models": 2, "elapsed_s": 6.0}
+        (live / "eval" / "progress.json").write_text(json.dumps(evaluating))
+        wait_for(lambda: progress().startswith("evaluating: 3 / 8 examples"), show=progress)
+        assert "ETA 10 s" in progress() and "(4 examples × 2 models)" in progress()
+        # The run ends (killed, say) before the evaluation does: the line says where it stopped.
         status = json.loads((live / "status.json").read_text())
-        (live / "status.json").write_text(json.dumps({**status, "state": "finished"}))
-        wait_for(lambda: browser.find_element(By.ID, "run-state").text == "finished")
+        (live / "status.json").write_text(json.dumps({**status, "state": "failed", "error": "killed"}))
+        wait_for(lambda: browser.find_element(By.ID, "run-state").text == "failed")
+        assert progress() == "evaluation ended at 3 / 8 examples (run failed)"
 
         # --- predictions filtered to wrong→right
         browser.get(url + "/runs/support-bot/predictions")

@@ -88,6 +88,8 @@ const tuneforge = (() => {
       source.close(); // the run is not training: no more lines will come (EventSource would reconnect forever)
       const s = JSON.parse(e.data).state, badge = document.getElementById("run-state");
       badge.textContent = s; badge.className = `state ${s}`; set("eta", "–");
+      const line = document.getElementById("eval-progress"); // an evaluation the run's end cut short
+      if (!line.hidden && line.dataset.done !== line.dataset.total) line.textContent = `evaluation ended at ${line.dataset.done} / ${line.dataset.total} examples (run ${s})`;
     });
     draw();
   }
