@@ -67,5 +67,5 @@ def test_export_the_tiny_run_to_hf_inside_its_folder_and_a_failure_shows_why(fin
         shutil.rmtree(runs / "tiny" / "adapter")
         client.post("/runs/tiny/export", data={"kind": "gguf-f16"})
         job = wait_export(exporter, "tiny", "gguf-f16")
-        assert job.state == "failed" and job.message and "error" in job.message.lower()
+        assert job.state == "failed" and "has no trained weights yet" in job.message, job.message
         assert 'data-state="failed"' in client.get("/runs/tiny").text
