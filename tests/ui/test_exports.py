@@ -69,3 +69,15 @@ def test_export_the_tiny_run_to_hf_inside_its_folder_and_a_failure_shows_why(fin
         job = wait_export(exporter, "tiny", "gguf-f16")
         assert job.state == "failed" and "has no trained weights yet" in job.message, job.message
         assert 'data-state="failed"' in client.get("/runs/tiny").text
+
+
+@pytest.mark.slow
+def test_gguf_q8_0_of_the_tiny_llama_run_lands_in_its_own_folder(finished_run, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_run, runs / "tiny")
+    with TestClient(create_app(runs, keys=None)) as client:
+        assert client.post("/runs/tiny/export", data={"kind": "gguf-q8_0"}, follow_redirects=False).status_code == 303
+        job = wait_export(Exporter(runs), "tiny", "gguf-q8_0")
+    assert job.state == "finished", job.message
+    assert job.output == runs / "tiny" / "export" / "gguf-q8_0"
+    assert {"model-q8_0.gguf", "Modelfile", "README.md"} <= set(job.files)
