@@ -105,3 +105,17 @@ def test_data_page_of_a_run_whose_examples_cannot_be_rebuilt_still_shows_its_rep
     assert "cannot be rebuilt" in page.text and 'class="bar"' not in page.text
     assert client.get("/runs/..%2Falpha/data").status_code in (400, 404)
     assert client.get("/runs/nope/data").status_code == 404
+
+
+def test_a_run_without_recorded_lengths_gets_them_from_the_rebuilt_examples(finished_run, tmp_path):
+    import re
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_run, runs / "tiny")
+    (runs / "tiny" / "data" / "lengths.json").unlink()  # a run from before lengths were recorded
+    with TestClient(create_app(runs, keys=None)) as client:
+        text = client.get("/runs/tiny/data").text
+    assert "from the examples rebuilt below" in text
+    counts = [int(n) for n in re.findall(r'data-count="(\d+)"', text)]
+    assert sum(counts) == json.loads((finished_run / "data_report.json").read_text())["splits"]["train"]
