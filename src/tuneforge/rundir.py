@@ -4,6 +4,7 @@
 
     config.yaml          the resolved config (every default written out)
     data_report.json     what data cleaning kept, dropped and why
+    data/                held-out splits (test.jsonl, validation.jsonl), training token lengths (lengths.json)
     adapter/             PEFT adapter + tokenizer (LoRA/DoRA/...), loadable by PeftModel.from_pretrained
     model/               full model + tokenizer (method: full), loadable by AutoModelForCausalLM
     checkpoints/         Trainer checkpoints (resume)
@@ -12,7 +13,7 @@
     manifest.json        package versions, data SHA-256, seed, wall time, tokens/s, peak memory
     status.json          running / finished / failed (with the error); written last when a run ends
     .lock                held (flock) by the process writing the run; holds its PID
-    eval/                report.md, report.html, metrics.json, predictions.jsonl, *.png
+    eval/                report.md, report.html, metrics.json, predictions.jsonl, *.png; progress.json while it runs
     README.md            the model card: base model + hash, data + SHA-256 + licence, eval, audit entry
     merged/              `tuneforge merge` output
     export/              `tuneforge export` output
@@ -88,6 +89,16 @@ class RunDir:
     @property
     def validation_split(self) -> Path:
         return self.root / "data" / "validation.jsonl"
+
+    @property
+    def train_lengths(self) -> Path:
+        """``{"train": [[tokens, count], ...]}``: the training split's lengths (the split itself is not stored)."""
+        return self.root / "data" / "lengths.json"
+
+    @property
+    def eval_progress(self) -> Path:
+        """``{"done", "total", "phase", "elapsed_s"}`` of the final evaluation while it generates."""
+        return self.root / "eval" / "progress.json"
 
     @property
     def status(self) -> Path:

@@ -289,3 +289,16 @@ def load_tokenizer_of(run_dir):
     from tuneforge.models import load_tokenizer
 
     return load_tokenizer(run_dir / "adapter")
+
+
+def test_run_reports_generation_progress_over_both_models(tuned, tickets, tmp_path):
+    reports = []
+    cfg = EvalConfig(labels=LABELS, forgetting={"enabled": False}, **{**FAST, "generation": {"max_new_tokens": 2, "batch_size": 3}})
+    run(cfg, tuned=tuned, examples=tickets, out_dir=tmp_path, max_seq_length=256, progress=reports.append)
+    n = len(tickets)
+    assert reports[0]["done"] == 0 and all(r["total"] == 2 * n and r["models"] == 2 for r in reports)
+    done = [r["done"] for r in reports]
+    assert done == sorted(done) and done[-1] == 2 * n
+    assert len(reports) == 1 + 2 * -(-n // 3)  # the start, then one report per batch of each model
+    assert [r["phase"] for r in reports if r["done"] == n][0].startswith("generating (")
+    assert reports[-1]["elapsed_s"] >= reports[1]["elapsed_s"] >= 0

@@ -43,16 +43,38 @@ def model_runs(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture
 def tiny_config(tmp_path, tiny_model_dir):
-    """A function name -> YAML text of a two-step LoRA run of the tiny model (evaluation off)."""
+    """A function name -> YAML text of a two-step LoRA run of the tiny model (evaluation off unless asked)."""
     data = write_tickets(tmp_path / "tickets.jsonl", n=60)
 
-    def make(name: str, max_steps: int = 2) -> str:
+    def make(name: str, max_steps: int = 2, evaluate: bool = False) -> str:
         return yaml.safe_dump({
             "name": name, "model": str(tiny_model_dir), "method": {"name": "lora", "r": 4, "alpha": 8},
             "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.1}},
             "training": {"max_steps": max_steps, "per_device_batch_size": 2, "logging_steps": 1, "save_steps": 1000,
                          "max_seq_length": 128, "precision": "fp32"},
-            "eval": {"enabled": False},
+            "eval": {"enabled": True, "max_examples": 4, "bootstrap_samples": 100,
+                     "generation": {"max_new_tokens": 4, "batch_size": 1}} if evaluate else {"enabled": False},
         })
 
     return make
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    """A real two-step LoRA run of the tiny model, trained in this process, with its final evaluation
+    (8 test examples, generated two at a time so the evaluation reports progress several times)."""
+    from tuneforge import finetune, load_config
+
+    root = tmp_path_factory.mktemp("finished")
+    data = write_tickets(root / "tickets.jsonl", n=60)
+    (root / "tiny.yaml").write_text(yaml.safe_dump({
+        "name": "tiny", "out_dir": str(root / "runs"), "model": str(tiny_model_dir),
+        "method": {"name": "lora", "r": 4, "alpha": 8},
+        "data": {"train": str(data), "split": {"validation": 0.1, "test": 0.15}},
+        "training": {"max_steps": 2, "per_device_batch_size": 2, "logging_steps": 1, "save_steps": 1000,
+                     "max_seq_length": 128, "precision": "fp32"},
+        "eval": {"enabled": True, "max_examples": 8, "bootstrap_samples": 100,
+                 "generation": {"max_new_tokens": 4, "batch_size": 2}},
+    }))
+    finetune(load_config(root / "tiny.yaml"))
+    return root / "runs" / "tiny"

@@ -93,9 +93,18 @@ def test_runs_live_curve_and_predictions_in_a_browser(browser, shots, tmp_path):
         append_metrics(live, range(11, 31))
         wait_for(lambda: points() == 30)
         browser.save_screenshot(str(shots / "run.png"))
+
+        # The final evaluation's progress arrives as training writes it, with an ETA from its pace.
+        progress = lambda: browser.find_element(By.ID, "eval-progress").text  # noqa: E731
+        evaluating = {"phase": "generating (training-now)", "done": 3, "total": 8, "examples": 4, "models": 2, "elapsed_s": 6.0}
+        (live / "eval" / "progress.json").write_text(json.dumps(evaluating))
+        wait_for(lambda: progress().startswith("evaluating: 3 / 8 examples"), show=progress)
+        assert "ETA 10 s" in progress() and "(4 examples × 2 models)" in progress()
+        # The run ends (killed, say) before the evaluation does: the line says where it stopped.
         status = json.loads((live / "status.json").read_text())
-        (live / "status.json").write_text(json.dumps({**status, "state": "finished"}))
-        wait_for(lambda: browser.find_element(By.ID, "run-state").text == "finished")
+        (live / "status.json").write_text(json.dumps({**status, "state": "failed", "error": "killed"}))
+        wait_for(lambda: browser.find_element(By.ID, "run-state").text == "failed")
+        assert progress() == "evaluation ended at 3 / 8 examples (run failed)"
 
         # --- predictions filtered to wrong→right
         browser.get(url + "/runs/support-bot/predictions")
@@ -143,7 +152,7 @@ def test_launch_shows_errors_at_their_line_then_runs_to_the_end(browser, shots, 
         browser.save_screenshot(str(shots / "launch.png"))
 
         editor = browser.find_element(By.ID, "config")
-        browser.execute_script("arguments[0].value = arguments[1]", editor, tiny_config("from-browser"))
+        browser.execute_script("arguments[0].value = arguments[1]", editor, tiny_config("from-browser", evaluate=True))
         browser.find_element(By.ID, "start").click()
         wait_for(lambda: browser.current_url.endswith("/runs/from-browser"))
         # The page follows the run over server-sent events and turns its badge when training ends.
@@ -151,6 +160,10 @@ def test_launch_shows_errors_at_their_line_then_runs_to_the_end(browser, shots, 
                  show=lambda: (browser.find_element(By.ID, "run-state").text, browser.find_element(By.ID, "step").text,
                                browser.get_log("browser"), (runs / ".launch" / "from-browser.log").read_text()[-300:]))
         assert (runs / "from-browser" / "manifest.json").is_file()
+        # The final evaluation's progress reached the page over the same stream (4 examples, tuned and base).
+        progress = browser.find_element(By.ID, "eval-progress")
+        assert progress.get_attribute("data-done") == progress.get_attribute("data-total") == "8"
+        assert progress.text.startswith("evaluated: 8 / 8 examples")
 
 
 def test_compare_overlays_each_runs_curve(browser, shots, tmp_path):
@@ -166,3 +179,67 @@ def test_compare_overlays_each_runs_curve(browser, shots, tmp_path):
         assert len({line.get_attribute("style") for line in lines}) == 3  # one colour per run
         assert len(browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) == 3
         browser.save_screenshot(str(shots / "compare.png"))
+
+
+def test_data_page_shows_lengths_and_trained_tokens(browser, shots, finished_run):
+    from selenium.webdriver.common.by import By
+
+    with background_server(create_app(finished_run.parent, keys=None)) as url:
+        browser.get(url + "/runs/tiny")
+        browser.find_element(By.LINK_TEXT, "token lengths and training examples").click()
+        bars = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#length-histogram rect.bar"))
+        recorded = json.loads((finished_run / "data" / "lengths.json").read_text())["train"]
+        assert sum(int(b.get_attribute("data-count")) for b in bars) == sum(c for _, c in recorded)
+        marks = browser.find_elements(By.CSS_SELECTOR, "#training-examples mark.trained")
+        assert len(marks) == 10 and all(m.text.endswith("<|im_end|>") for m in marks)  # one answer per example
+        assert marks[0].value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"  # visibly highlighted
+        browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "length-histogram"))
+        browser.save_screenshot(str(shots / "data.png"))
+        browser.find_element(By.CSS_SELECTOR, "nav.pager a[rel=next]").click()
+        wait_for(lambda: "page 2 of" in browser.find_element(By.CSS_SELECTOR, "nav.pager").text)
+        assert browser.find_elements(By.CSS_SELECTOR, "#training-examples td.num")[0].text == "10"
+
+
+def test_export_a_finished_run_from_its_page(browser, shots, finished_run, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_run, runs / "tiny")
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/runs/tiny")
+        browser.find_element(By.ID, "export-hf").click()
+        # One script per look: the page reloads itself when the export ends, and an element found
+        # before that reload would be stale after it.
+        row = lambda what: browser.execute_script(  # noqa: E731
+            f"const r = document.querySelector('#exports tr[data-kind=hf]'); return r && r.{what}")
+        wait_for(lambda: row("dataset.state") == "finished", timeout=240, show=lambda: row("innerText"))
+        text = row("innerText")
+        assert str(runs / "tiny" / "export" / "hf") in text and "model.safetensors" in text
+        browser.save_screenshot(str(shots / "export.png"))
+
+
+def test_upload_data_then_use_it_in_the_config(browser, shots, tmp_path, tiny_config):
+    from selenium.webdriver.common.by import By
+
+    from tests.train.conftest import write_tickets
+
+    runs = tmp_path / "runs"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "input": "b", "output": "c"}\n{"instruction": "a", "output": 3}\n')
+    good = write_tickets(tmp_path / "tickets.jsonl", n=30)
+    with background_server(create_app(runs, keys=None)) as url:
+        browser.get(url + "/launch")
+        browser.execute_script("arguments[0].value = arguments[1]", browser.find_element(By.ID, "config"), tiny_config("up"))
+        browser.find_element(By.ID, "data-file").send_keys(str(bad))
+        browser.find_element(By.ID, "upload").click()
+        problem = wait_for(lambda: browser.find_elements(By.ID, "upload-problem"))[0].text
+        assert "bad.jsonl:2" in problem and "output" in problem
+        browser.find_element(By.ID, "data-file").send_keys(str(good))
+        browser.find_element(By.ID, "upload").click()
+        ok = wait_for(lambda: browser.find_elements(By.ID, "upload-ok"))[0].text
+        assert ok.startswith("tickets.jsonl: 30 rows, format alpaca") and str(runs / "_uploads") in ok
+        browser.save_screenshot(str(shots / "upload.png"))
+        browser.find_element(By.ID, "use").click()
+        wait_for(lambda: browser.find_elements(By.ID, "note"))
+        config = browser.find_element(By.ID, "config").get_attribute("value")
+        assert f"train: {(runs / '_uploads').resolve()}/" in config and "name: up" in config

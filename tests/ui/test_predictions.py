@@ -54,6 +54,24 @@ def test_cache_rereads_a_changed_file(tmp_path):
     assert cache.load(tmp_path / "missing.jsonl") == []
 
 
+def test_the_dashboard_reads_predictions_through_its_one_run_file_reader(tmp_path):
+    """Decryption at rest hooks into runs.read_run_file: the cache must read with it, so a file outside
+    the runs folder (here through a symlink) reads as empty however it was reached."""
+    import json
+
+    from tuneforge.ui.runs import read_run_file
+
+    runs, outside = tmp_path / "runs", tmp_path / "outside.jsonl"
+    runs.mkdir()
+    outside.write_text(json.dumps(ROWS[0]) + "\n")
+    (runs / "p.jsonl").symlink_to(outside)
+    (runs / "q.jsonl").write_text(json.dumps(ROWS[1]) + "\n")
+    cache = PredictionsCache(read=lambda path: read_run_file(runs, path))
+    assert cache.load(runs / "p.jsonl") == [] and [r["index"] for r in cache.load(runs / "q.jsonl")] == [1]
+    shifted = PredictionsCache(read=lambda path: path.read_bytes().replace(b'"index": 1', b'"index": 7'))
+    assert [r["index"] for r in shifted.load(runs / "q.jsonl")] == [7]
+
+
 def test_confusion_matrix_counts_answers_per_reference_with_unparseable_apart():
     from tuneforge.ui.predictions import UNPARSEABLE, confusion
 

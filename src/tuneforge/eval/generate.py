@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +54,8 @@ def render_prompts(tokenizer: Any, examples: Sequence[dict]) -> list[str]:
 
 
 def generate_answers(
-    model: Any, tokenizer: Any, examples: Sequence[dict], gen: GenerationConfig, *, seed: int = 42
+    model: Any, tokenizer: Any, examples: Sequence[dict], gen: GenerationConfig, *, seed: int = 42,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Generations:
     """Generate one answer per example.
 
@@ -66,6 +67,7 @@ def generate_answers(
             ``do_sample``, ``temperature``, ``top_p``, ``batch_size``.
         seed: Seeds sampling. The global torch RNG is forked, so a caller's RNG stream
             (the trainer's) is left as it was.
+        progress: Called after each batch with ``(answers done, answers in all)``.
 
     Returns:
         :class:`Generations` with the stripped answers in example order.
@@ -75,10 +77,13 @@ def generate_answers(
         >>> out.texts[0]
         'billing'
     """
-    return generate_texts(model, tokenizer, render_prompts(tokenizer, examples), gen, seed=seed)
+    return generate_texts(model, tokenizer, render_prompts(tokenizer, examples), gen, seed=seed, progress=progress)
 
 
-def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], gen: GenerationConfig, *, seed: int = 42) -> Generations:
+def generate_texts(
+    model: Any, tokenizer: Any, prompts: Sequence[str], gen: GenerationConfig, *, seed: int = 42,
+    progress: Callable[[int, int], None] | None = None,
+) -> Generations:
     """Generate one answer per already-rendered prompt (see :func:`generate_answers`)."""
     from tuneforge.eval.length import prompt_budget
 
@@ -121,6 +126,8 @@ def generate_texts(model: Any, tokenizer: Any, prompts: Sequence[str], gen: Gene
                 for i, text, done in zip(batch, tokenizer.batch_decode(answers, skip_special_tokens=True), stopped):
                     texts[i] = text.strip()
                     truncated[i] = not done
+                if progress is not None:
+                    progress(b + len(batch), len(prompts))
     finally:
         model.train(was_training)
     return Generations(texts, time.perf_counter() - start, new_tokens, truncated, prompt_truncated)

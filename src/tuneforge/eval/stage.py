@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,14 +103,31 @@ class _Outputs:
     likelihood: LabelScores | None = None
 
 
+class _Progress:
+    """Answers generated so far over every model, sent to the caller's ``progress`` as one dict:
+    ``{"phase", "done", "total", "examples", "models", "elapsed_s"}`` (the dashboard shows it with an ETA)."""
+
+    def __init__(self, callback: Callable[[dict[str, Any]], None], examples: int, models: int):
+        self.callback, self.examples, self.models, self.started = callback, examples, models, time.perf_counter()
+        self.report("starting", 0)
+
+    def report(self, phase: str, done: int) -> None:
+        elapsed = round(time.perf_counter() - self.started, 2)
+        self.callback({"phase": phase, "done": done, "total": self.examples * self.models, "examples": self.examples,
+                       "models": self.models, "elapsed_s": elapsed})
+
+    def side(self, offset: int, label: str) -> Callable[[int, int], None]:
+        return lambda done, _: self.report(f"generating ({label})", offset + done)
+
+
 def _score_model(
     side: _Model, examples: Sequence[dict], references: list[str] | None, names: list[str], cfg: EvalConfig,
-    gen: GenerationConfig, *, seed: int,
+    gen: GenerationConfig, *, seed: int, progress: Callable[[int, int], None] | None = None,
 ) -> _Outputs:
     generations, nll, cut, likelihood = None, None, 0, None
     with side.active():
         if any(n not in UNGENERATED for n in names):
-            generations = generate_answers(side.model, side.tokenizer, examples, gen, seed=seed)
+            generations = generate_answers(side.model, side.tokenizer, examples, gen, seed=seed, progress=progress)
         if any(n in LIKELIHOOD_METRICS for n in names):
             likelihood = score_labels(side.model, side.tokenizer, examples, cfg.labels)
         if any(n in LOSS_METRICS for n in names):
@@ -180,7 +198,7 @@ def score(
 def run(
     cfg: EvalConfig, *, tuned: Any, examples: list[dict], out_dir: Path, baseline: Any | None = None,
     data_format: str | None = None, metrics_log: Path | None = None, seed: int = 42, max_seq_length: int = 1024,
-    data_source: str | None = None,
+    data_source: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> EvalResult:
     """Evaluate a tuned model against its baseline and write the report into ``out_dir``.
 
@@ -202,6 +220,8 @@ def run(
             check. Test examples are never dropped for it: generation and loss use the model's context
             (a longer prompt is cut from the left and counted).
         data_source: A name for the examples' origin, shown in the report.
+        progress: Called as answers are generated with ``{"phase", "done", "total", "examples", "models",
+            "elapsed_s"}``; ``done`` and ``total`` count every model's answers (the tuned model's, then the baseline's).
 
     Returns:
         The :class:`EvalResult` (also written to ``out_dir/metrics.json``).
@@ -216,9 +236,13 @@ def run(
     base_side = _baseline(cfg, tuned, baseline)
 
     gen = _generation(cfg, [tuned_side, base_side], references, names)
-    outputs = {"tuned": _score_model(tuned_side, examples, references, names, cfg, gen, seed=seed)}
+    models = 1 + (base_side is not None)
+    tracker = _Progress(progress, len(examples), models) if progress and any(n not in UNGENERATED for n in names) else None
+    outputs = {"tuned": _score_model(tuned_side, examples, references, names, cfg, gen, seed=seed,
+                                     progress=tracker and tracker.side(0, tuned_side.label))}
     if base_side is not None:
-        outputs["base"] = _score_model(base_side, examples, references, names, cfg, gen, seed=seed)
+        outputs["base"] = _score_model(base_side, examples, references, names, cfg, gen, seed=seed,
+                                       progress=tracker and tracker.side(len(examples), base_side.label))
     tuned_scored, base_scored = outputs["tuned"].scored, outputs["base"].scored if "base" in outputs else None
 
     forgetting, skipped = None, None

@@ -9,6 +9,7 @@ file a step writes goes through the :class:`~tuneforge.train.context.RunContext`
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,6 +46,10 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
         splits={"test": prepared.test_examples, "validation": prepared.validation_examples},
     )
     if ctx.is_main:
+        # The training split is not stored (it can be large); its token lengths are, for the dashboard's
+        # histogram: one [length, count] pair per distinct length, so at most max_seq_length pairs.
+        lengths = Counter(len(row["input_ids"]) for row in prepared.train)
+        ctx.write_json("data/lengths.json", {"train": sorted(lengths.items())})
         console.print(prepared.report.table())
     return prepared
 
@@ -184,6 +189,8 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, base_p
         cfg.eval, tuned=tuned, examples=prepared.test_examples, out_dir=paths.eval,
         data_format=prepared.format, metrics_log=paths.metrics, seed=cfg.training.seed,
         max_seq_length=cfg.training.max_seq_length,
+        # For the dashboard's "evaluating: k / n examples" line; atomic, so a reader never sees half a file.
+        progress=lambda p: ctx.write_json("eval/progress.json", p) if ctx.is_main else None,
     )
     console.print(result.summary_table())
     manifest["eval_seconds"] = round(time.perf_counter() - started, 1)

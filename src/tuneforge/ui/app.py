@@ -21,10 +21,13 @@ from tuneforge.errors import SecurityError
 from tuneforge.serve.auth import AuthGate, Authenticator, is_loopback
 from tuneforge.serve.listen import bind
 from tuneforge.ui.auth import KeyCookie
+from tuneforge.ui.exports import Exporter
 from tuneforge.ui.launch import Launcher
 from tuneforge.ui.playground import Playground
 from tuneforge.ui.predictions import PredictionsCache
 from tuneforge.ui.routes import RunNotFound, UIContext, error_page, router
+from tuneforge.ui.runs import read_run_file
+from tuneforge.ui.training_data import TrainingCache
 
 STATIC = Path(__file__).parent / "static"
 # Reachable without a key: the login page must be styled before anyone has signed in; the assets hold no run data.
@@ -57,7 +60,9 @@ def create_app(
         playground.close()  # stop the engines' worker threads
 
     app = FastAPI(title="tuneforge dashboard", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.ui = UIContext(Path(runs_dir), PredictionsCache(), playground, Launcher(Path(runs_dir)))
+    predictions = PredictionsCache(read=lambda path: read_run_file(Path(runs_dir), path))
+    app.state.ui = UIContext(Path(runs_dir), predictions, playground, Launcher(Path(runs_dir)), TrainingCache(),
+                             Exporter(Path(runs_dir)))
     app.include_router(router)
     # Every asset is in the package (no CDN): the dashboard works on an air-gapped machine.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

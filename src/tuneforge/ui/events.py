@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from tuneforge.ui.runs import list_runs, summarize
+from tuneforge.rundir import RunDir
+from tuneforge.ui.runs import list_runs, read_json, summarize
 from tuneforge.ui.tail import read_new_records
 
 
@@ -43,9 +44,10 @@ async def metrics_events(
 ) -> AsyncIterator[str]:
     """New ``metrics.jsonl`` records from ``offset`` while the run is running; ``end`` once it is not.
 
-    Each event holds a batch of records and has the offset after them as its id.
+    Each event holds a batch of records and has the offset after them as its id. The final
+    evaluation's progress (``eval/progress.json``) comes as an ``eval`` event each time it changes.
     """
-    path = run / "metrics.jsonl"
+    path, progress, seen = run / "metrics.jsonl", RunDir(run).eval_progress, None
     while not await disconnected():
         running = summarize(runs_dir, run).state == "running"  # read before the file: no line is missed at the end
         while True:  # in batches of up to 1 MiB until the end of what is there
@@ -53,7 +55,20 @@ async def metrics_events(
             if not records:
                 break
             yield sse(records, event="metrics", id=offset)
+        stamp = _stamp(progress)
+        if stamp is not None and stamp != seen:
+            seen, done = stamp, read_json(runs_dir, progress)
+            if isinstance(done, dict):
+                yield sse(done, event="eval")
         if not running:
             yield sse({"state": summarize(runs_dir, run).state}, event="end", id=offset)
             return
         await asyncio.sleep(interval_s)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size

@@ -100,20 +100,7 @@ class Launcher:
         config.write_text(text, encoding="utf-8")
         command = [sys.executable, "-m", "tuneforge", "train", str(config), "--set",
                    f"out_dir={self.runs_dir.resolve()}"]
-        exit_file = self.folder / f"{name}.exit"
-        exit_file.unlink(missing_ok=True)
-        # The shell records the exit code even when no dashboard is open to collect it.
-        script = f"{shlex.join(command)}; echo $? > {shlex.quote(str(exit_file))}"
-        with open(self.folder / f"{name}.log", "wb") as log:
-            process = subprocess.Popen(["/bin/sh", "-c", script], stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        # Until the child has exec'd the shell, its /proc cmdline is still this process's, and the run
-        # would read as dead: wait for the exec (milliseconds) before anyone can look.
-        deadline = time.monotonic() + 5
-        while not _is_ours(process.pid, name) and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        (self.folder / f"{name}.json").write_text(json.dumps({"pid": process.pid}), encoding="utf-8")
-        threading.Thread(target=process.wait, name=f"reap-{name}", daemon=True).start()
+        spawn(self.folder, name, command)
         return checked
 
     def stop(self, name: str) -> str:
@@ -128,7 +115,7 @@ class Launcher:
         record = launch_record(self.runs_dir, name)
         if record:
             pid = record.get("pid")
-            if not isinstance(pid, int) or record.get("exit") is not None or not _is_ours(pid, name):
+            if not isinstance(pid, int) or record.get("exit") is not None or not _is_ours(pid, self.folder, name):
                 raise TuneforgeError(f"run {name!r} is not running (its tuneforge train process has ended)")
             os.killpg(pid, signal.SIGTERM)  # its own session: the shell and the train process
             return f"sent SIGTERM to run {name!r} (process group {pid})"
@@ -143,6 +130,27 @@ class Launcher:
         return f"sent SIGTERM to run {name!r} (process {pid})"
 
 
+def spawn(folder: Path, job: str, command: list[str]) -> int:
+    """Start ``command`` in its own session as job ``job`` of ``folder`` (the ``.launch/`` folder): output
+    in ``JOB.log``, pid in ``JOB.json``, exit code in ``JOB.exit`` once it ends; returns the pid."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exit_file = folder / f"{job}.exit"
+    exit_file.unlink(missing_ok=True)
+    # The shell records the exit code even when no dashboard is open to collect it.
+    script = f"{shlex.join(command)}; echo $? > {shlex.quote(str(exit_file))}"
+    with open(folder / f"{job}.log", "wb") as log:
+        process = subprocess.Popen(["/bin/sh", "-c", script], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    # Until the child has exec'd the shell, its /proc cmdline is still this process's, and the job
+    # would read as dead: wait for the exec (milliseconds) before anyone can look.
+    deadline = time.monotonic() + 5
+    while not _is_ours(process.pid, folder, job) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    (folder / f"{job}.json").write_text(json.dumps({"pid": process.pid}), encoding="utf-8")
+    threading.Thread(target=process.wait, name=f"reap-{job}", daemon=True).start()
+    return process.pid
+
+
 def _cmdline_has(pid: int, needle: bytes) -> bool:
     try:
         return needle in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -150,28 +158,31 @@ def _cmdline_has(pid: int, needle: bytes) -> bool:
         return False
 
 
-def _is_ours(pid: int, name: str) -> bool:
-    """Whether ``pid`` is still the wrapper of launched run ``name``: its command line names the run's
-    ``.launch/NAME.yaml`` (a recycled pid must never be signalled, nor read as the run being alive)."""
-    return _cmdline_has(pid, f"{LAUNCH_DIR}/{name}.yaml".encode())
+def _is_ours(pid: int, folder: Path, job: str) -> bool:
+    """Whether ``pid`` is still the wrapper shell of ``job``: its command line names the job's exit file
+    (``.launch/JOB.exit``; a recycled pid must never be signalled, nor read as the job being alive)."""
+    return _cmdline_has(pid, f"{Path(folder).name}/{job}.exit".encode())
 
 
 def launch_record(runs_dir: Path, name: str) -> dict[str, Any]:
-    """What the dashboard knows of a run it launched: ``pid``, ``alive``, ``exit`` (code or None), ``log_tail``;
-    ``{}`` for runs it did not launch."""
-    folder = Path(runs_dir) / LAUNCH_DIR
+    """What the dashboard knows of a run it launched (see :func:`job_record`); ``{}`` for runs it did not launch."""
+    return job_record(Path(runs_dir) / LAUNCH_DIR, name)
+
+
+def job_record(folder: Path, job: str) -> dict[str, Any]:
+    """What the dashboard knows of a job it started with :func:`spawn`: ``pid``, ``alive``, ``exit`` (code or
+    None), ``log_tail``; ``{}`` for a job it did not start."""
     try:
-        pid = json.loads((folder / f"{name}.json").read_text(encoding="utf-8")).get("pid")
+        pid = json.loads((folder / f"{job}.json").read_text(encoding="utf-8")).get("pid")
     except (OSError, ValueError, AttributeError):
         return {}
     try:
-        code: int | None = int((folder / f"{name}.exit").read_text().strip())
+        code: int | None = int((folder / f"{job}.exit").read_text().strip())
     except (OSError, ValueError):
         code = None
     try:
-        tail = (folder / f"{name}.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+        tail = (folder / f"{job}.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
     except OSError:
         tail = []
-    alive = isinstance(pid, int) and code is None and _is_ours(pid, name)
+    alive = isinstance(pid, int) and code is None and _is_ours(pid, folder, job)
     return {"pid": pid, "alive": alive, "exit": code, "log_tail": tail[0] if tail else None}
-

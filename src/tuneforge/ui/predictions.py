@@ -7,11 +7,14 @@ answers each page in milliseconds rather than sending the whole file to the brow
 
 from __future__ import annotations
 
-import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tuneforge.errors import SecurityError
+from tuneforge.ui.tail import parse_records
 
 FILTERS = ("all", "wrong_to_right", "right_to_wrong", "unparseable")
 
@@ -84,7 +87,9 @@ def filter_page(
 class PredictionsCache:
     """Parsed ``predictions.jsonl`` files, re-read only when a file's size or mtime changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[Path], bytes] = Path.read_bytes) -> None:
+        # The dashboard passes runs.read_run_file here, so predictions are read where decryption hooks in.
+        self._read = read
         self._lock = threading.Lock()
         self._files: dict[Path, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
 
@@ -99,15 +104,10 @@ class PredictionsCache:
             cached = self._files.get(path)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict):
-                    rows.append(row)
+        try:
+            rows = parse_records(self._read(path))
+        except (OSError, SecurityError):
+            return []
         with self._lock:
             self._files[path] = (stamp, rows)
         return rows

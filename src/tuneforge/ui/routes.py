@@ -7,6 +7,7 @@ model output); the browser only opens event streams and redraws curves.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 from pathlib import Path
@@ -22,11 +23,14 @@ from tuneforge.rundir import RunDir
 from tuneforge.ui.auth import COOKIE, same_origin
 from tuneforge.ui.compare import compare_run, metric_names
 from tuneforge.ui.launch import Checked, Launcher, check_config
+from tuneforge.ui.exports import Exporter
 from tuneforge.ui.events import metrics_events, runs_events, sse
 from tuneforge.ui.paths import confined, run_path
 from tuneforge.ui.playground import Playground, PlaygroundRequest, answer_events, choices
 from tuneforge.ui.predictions import FILTERS, UNPARSEABLE, PredictionsCache, confusion, filter_page, prompt_text
-from tuneforge.ui.runs import is_run_folder, list_runs, read_json, summarize
+from tuneforge.ui.runs import is_run_folder, list_runs, read_json, read_run_file, summarize
+from tuneforge.ui.training_data import TrainingCache, length_histogram
+from tuneforge.ui.uploads import MAX_UPLOAD_BYTES, UploadTooLarge, store, upload_path, with_training_data
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 TEMPLATES.env.globals["prompt_text"] = prompt_text
@@ -42,6 +46,9 @@ class UIContext:
     predictions: PredictionsCache
     playground: Playground
     launcher: Launcher
+    training: TrainingCache
+    exporter: Exporter
+    upload_limit: int = MAX_UPLOAD_BYTES
 
 
 class RunNotFound(Exception):
@@ -99,6 +106,10 @@ def runs_stream(request: Request) -> StreamingResponse:
 
 @router.get("/runs/{name}", response_class=HTMLResponse)
 def run_page(request: Request, name: str) -> HTMLResponse:
+    return _run_page(request, name)
+
+
+def _run_page(request: Request, name: str, refusal: str | None = None, status_code: int = 200) -> HTMLResponse:
     runs_dir, folder = _ctx(request).runs_dir, _run(request, name)
     run = RunDir(folder)
     status = read_json(runs_dir, folder / "status.json")
@@ -112,6 +123,52 @@ def run_page(request: Request, name: str) -> HTMLResponse:
         "report": read_json(runs_dir, run.data_report),
         # The run's length, for progress and ETA, when the run wrote it (status.json's optional max_steps).
         "max_steps": status.get("max_steps") if isinstance(status, dict) else None,
+        "exports": _ctx(request).exporter.jobs(name), "refusal": refusal,
+    }, status_code=status_code)
+
+
+@router.post("/runs/{name}/export", response_class=HTMLResponse)
+async def export_run(request: Request, name: str) -> HTMLResponse:
+    """Start ``tuneforge export`` of a finished run (``kind=hf|gguf-f16|gguf-q8_0``); a refusal is shown on the run page."""
+    kind = (await _form(request)).get("kind", "")
+    _run(request, name)
+    try:
+        await asyncio.to_thread(_ctx(request).exporter.start, name, kind)
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    except TuneforgeError as exc:
+        return _run_page(request, name, refusal=str(exc), status_code=409)
+    return RedirectResponse(f"/runs/{name}#export", status_code=303)
+
+
+@router.get("/api/runs/{name}/exports")
+def exports_json(request: Request, name: str) -> JSONResponse:
+    _run(request, name)
+    return JSONResponse([job.to_dict() for job in _ctx(request).exporter.jobs(name)])
+
+
+@router.get("/runs/{name}/data", response_class=HTMLResponse)
+def data_page(request: Request, name: str, page: int = Query(1, ge=1)) -> HTMLResponse:
+    """The data report, the training split's token lengths and its examples as the model saw them."""
+    runs_dir, folder = _ctx(request).runs_dir, _run(request, name)
+    run = RunDir(folder)
+    view = _ctx(request).training.get(runs_dir, folder)
+    stored = read_json(runs_dir, run.train_lengths)
+    if isinstance(stored, dict) and isinstance(stored.get("train"), list):
+        pairs, origin = stored["train"], "recorded by training in data/lengths.json"
+    elif view.rows:
+        pairs = Counter(len(r["input_ids"]) for r in view.rows).items()
+        origin = "from the examples rebuilt below (this run did not record data/lengths.json)"
+    else:
+        pairs, origin = [], view.problem or "the run recorded none"
+    try:
+        histogram = length_histogram(pairs)
+    except (TypeError, ValueError):  # a foreign or damaged lengths.json
+        histogram, origin = [], f"{run.train_lengths.name} is malformed"
+    return TEMPLATES.TemplateResponse(request, "data.html", {
+        "run": summarize(runs_dir, folder), "report": read_json(runs_dir, run.data_report),
+        "histogram": histogram, "length_total": sum(b.count for b in histogram), "length_origin": origin,
+        "view": view, "page": min(page, view.pages), "examples": view.page(min(page, view.pages)),
     })
 
 
@@ -230,8 +287,8 @@ def launch_page(request: Request, source: str = Query("", alias="from")) -> HTML
     if source:
         folder = _run(request, source)
         try:
-            text = confined(_ctx(request).runs_dir, RunDir(folder).config).read_text(encoding="utf-8")
-        except (OSError, SecurityError):
+            text = read_run_file(_ctx(request).runs_dir, RunDir(folder).config).decode("utf-8")
+        except (OSError, ValueError, SecurityError):
             text = ""
     return _launch_form(request, text, None)
 
@@ -250,10 +307,50 @@ async def launch_submit(request: Request) -> HTMLResponse:
     return _launch_form(request, text, checked)
 
 
-def _launch_form(request: Request, text: str, checked: Checked | None) -> HTMLResponse:
+def _launch_form(request: Request, text: str, checked: Checked | None, note: str | None = None,
+                 status_code: int | None = None) -> HTMLResponse:
     lines = text.splitlines()
-    context = {"text": text, "checked": checked, "lines": list(enumerate(lines, 1)), "runs_dir": _ctx(request).runs_dir}
-    return TEMPLATES.TemplateResponse(request, "launch.html", context, status_code=200 if checked is None or checked.ok else 422)
+    context = {"text": text, "checked": checked, "lines": list(enumerate(lines, 1)), "runs_dir": _ctx(request).runs_dir,
+               "note": note, "upload_limit": _ctx(request).upload_limit}
+    status = status_code or (200 if checked is None or checked.ok else 422)
+    return TEMPLATES.TemplateResponse(request, "launch.html", context, status_code=status)
+
+
+@router.post("/launch/upload")
+async def upload_data(request: Request, filename: str = Query(..., max_length=255)) -> JSONResponse:
+    """Store the request body (the file itself, not a form) under ``RUNS/_uploads/`` and check it as training data."""
+    _check_origin(request)
+    ctx = _ctx(request)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > ctx.upload_limit:  # refused before a byte is stored
+        return JSONResponse({"ok": False, "problem": f"{filename!r} is {declared} bytes; the upload limit is "
+                             f"{ctx.upload_limit} bytes"}, status_code=413)
+    try:
+        uploaded = await store(ctx.runs_dir, filename, request.stream(), ctx.upload_limit)
+    except UploadTooLarge as exc:
+        return JSONResponse({"ok": False, "problem": str(exc)}, status_code=413)
+    except TuneforgeError as exc:
+        return JSONResponse({"ok": False, "problem": str(exc)}, status_code=400)
+    body = {"ok": uploaded.ok, "name": uploaded.shown_name, "stored": uploaded.stored, "rows": uploaded.rows,
+            "format": uploaded.format, "path": str(uploaded.path) if uploaded.path else None, "problem": uploaded.problem}
+    return JSONResponse(body, status_code=200 if uploaded.ok else 422)
+
+
+@router.post("/launch/use-upload", response_class=HTMLResponse)
+async def use_upload(request: Request) -> HTMLResponse:
+    """The launch form again, its config's ``data.train`` now the upload named in the form."""
+    form = await _form(request)
+    text = form.get("config", "")
+    try:
+        path = upload_path(_ctx(request).runs_dir, form.get("upload", ""))
+        if not path.is_file():
+            raise TuneforgeError(f"no upload {form.get('upload')!r} (uploads that fail their check are not kept)")
+        new_text = with_training_data(text, path.resolve())
+    except SecurityError as exc:
+        raise RunNotFound(400, str(exc)) from exc
+    except TuneforgeError as exc:
+        return _launch_form(request, text, None, note=f"error: {exc}", status_code=422)
+    return _launch_form(request, new_text, None, note=f"data.train is now the upload {path.name} (comments in the YAML are not kept)")
 
 
 @router.post("/runs/{name}/stop")

@@ -45,10 +45,21 @@ class RunSummary:
         return dict(self.__dict__)
 
 
+def read_run_file(runs_dir: Path, path: Path) -> bytes:
+    """The bytes of a file under ``runs_dir``: the one place the dashboard's new readers open run files, so
+    that decryption at rest hooks in here once.
+
+    Raises:
+        OSError: missing or unreadable.
+        SecurityError: ``path`` resolves (through a symlink) outside ``runs_dir``.
+    """
+    return confined(runs_dir, path).read_bytes()
+
+
 def read_json(runs_dir: Path, path: Path) -> Any:
     """The JSON in ``path``, or ``None`` when missing, unreadable, half-written or a symlink out of ``runs_dir``."""
     try:
-        return json.loads(confined(runs_dir, path).read_text(encoding="utf-8"))
+        return json.loads(read_run_file(runs_dir, path).decode("utf-8"))
     except (OSError, ValueError, SecurityError):
         return None
 
@@ -56,8 +67,8 @@ def read_json(runs_dir: Path, path: Path) -> Any:
 def read_yaml(runs_dir: Path, path: Path) -> Any:
     """The YAML in ``path`` (safe loader), or ``None`` when missing, unreadable or a symlink out of ``runs_dir``."""
     try:
-        return yaml.safe_load(confined(runs_dir, path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, SecurityError):
+        return yaml.safe_load(read_run_file(runs_dir, path).decode("utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, SecurityError):
         return None
 
 

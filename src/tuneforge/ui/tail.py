@@ -36,15 +36,25 @@ def read_new_records(path: Path, offset: int, max_bytes: int = 1 << 20) -> tuple
     end = chunk.rfind(b"\n")
     if end < 0:
         return [], offset
+    return parse_records(chunk[: end + 1]), offset + end + 1
+
+
+def parse_records(data: bytes) -> list[dict[str, Any]]:
+    r"""The JSON objects on the lines of ``data``; other lines are skipped (a log is evidence, not input to validate).
+
+    Example:
+        >>> parse_records(b'{"step": 1}\nnot json\n[2]\n')
+        [{'step': 1}]
+    """
     records = []
-    for line in chunk[: end + 1].splitlines():
+    for line in data.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
         if isinstance(record, dict):
             records.append(record)
-    return records, offset + end + 1
+    return records
 
 
 def read_all_records(path: Path) -> list[dict[str, Any]]:

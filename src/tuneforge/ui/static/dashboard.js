@@ -75,12 +75,36 @@ const tuneforge = (() => {
       }
       draw();
     });
+    source.addEventListener("eval", (e) => { // the final evaluation's progress (eval/progress.json)
+      const p = JSON.parse(e.data), line = document.getElementById("eval-progress");
+      const finished = p.total > 0 && p.done >= p.total;
+      const eta = p.done > 0 && !finished ? ` · ETA ${Math.round(p.elapsed_s * (p.total - p.done) / p.done)} s` : "";
+      line.hidden = false; line.dataset.done = p.done; line.dataset.total = p.total;
+      line.textContent = finished ? `evaluated: ${p.done} / ${p.total} examples in ${Math.round(p.elapsed_s)} s`
+        : `evaluating: ${p.done} / ${p.total} examples · ${p.phase}${eta}`;
+      if (p.models > 1) line.textContent += ` (${p.examples} examples × ${p.models} models)`;
+    });
     source.addEventListener("end", (e) => {
       source.close(); // the run is not training: no more lines will come (EventSource would reconnect forever)
       const s = JSON.parse(e.data).state, badge = document.getElementById("run-state");
       badge.textContent = s; badge.className = `state ${s}`; set("eta", "–");
+      const line = document.getElementById("eval-progress"); // an evaluation the run's end cut short
+      if (!line.hidden && line.dataset.done !== line.dataset.total) line.textContent = `evaluation ended at ${line.dataset.done} / ${line.dataset.total} examples (run ${s})`;
     });
     draw();
+  }
+
+  // ---- exports: while one runs, look every second and reload the page when any export changes state
+  function watchExports(name) {
+    const states = () => [...document.querySelectorAll("#exports tr[data-kind]")].map((r) => `${r.dataset.kind}:${r.dataset.state}`).sort().join();
+    if (!document.querySelector('#exports tr[data-state="running"]')) return;
+    const shown = states();
+    const timer = setInterval(async () => {
+      const response = await fetch(`/api/runs/${encodeURIComponent(name)}/exports`);
+      if (!response.ok) return;
+      const now = (await response.json()).filter((j) => j.state !== "none").map((j) => `${j.kind}:${j.state}`).sort().join();
+      if (now !== shown) { clearInterval(timer); location.reload(); } // (assigning the same URL + #export would only scroll)
+    }, 1000);
   }
 
   // ---- predictions: changing a select applies the filter at once
@@ -132,6 +156,20 @@ const tuneforge = (() => {
   function launchPage() {
     const bad = document.querySelector("#annotated tr.bad");
     if (bad) bad.scrollIntoView({block: "center"});
+    const button = document.getElementById("upload"), use = document.getElementById("use-upload");
+    const result = document.getElementById("upload-result");
+    // The file is the request body (no multipart form): the server counts bytes as they arrive.
+    button.addEventListener("click", async () => {
+      const file = document.getElementById("data-file").files[0];
+      if (!file) { result.innerHTML = `<p class="error">choose a file first</p>`; return; }
+      result.innerHTML = `<p class="muted">uploading ${esc(file.name)}…</p>`; use.hidden = true;
+      const response = await fetch(`/launch/upload?filename=${encodeURIComponent(file.name)}`, {method: "POST", body: file});
+      const r = await response.json().catch(() => ({ok: false, problem: `error ${response.status}`}));
+      if (!r.ok) { result.innerHTML = `<p class="error" id="upload-problem">${esc(r.problem)}</p>`; return; }
+      result.innerHTML = `<p class="ok" id="upload-ok">${esc(r.name)}: ${r.rows} rows, format ${esc(r.format)}, stored as <code>${esc(r.path)}</code></p>`;
+      document.getElementById("upload-name").value = r.stored; use.hidden = false;
+    });
+    use.addEventListener("submit", () => { document.getElementById("use-config").value = document.getElementById("config").value; });
   }
 
   // ---- compare: every run's curve overlaid, one colour per run (the table's swatches say which)
@@ -144,5 +182,5 @@ const tuneforge = (() => {
     }
   }
 
-  return {runsPage, runPage, predictionsPage, playgroundPage, launchPage, comparePage, chart};
+  return {runsPage, runPage, watchExports, predictionsPage, playgroundPage, launchPage, comparePage, chart};
 })();
