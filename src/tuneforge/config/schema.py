@@ -129,7 +129,7 @@ DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "prefix":
 
 # --------------------------------------------------------------------------- data
 
-DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference"]
+DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference", "unpaired", "prompt_only"]
 
 
 class DatasetSource(_Section):
