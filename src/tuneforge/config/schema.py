@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config._types import Float, Int, Section as _Section, _refuse_bool  # noqa: F401 (re-exported)
+from tuneforge.config.kto import KtoConfig, KtoLoss  # noqa: F401 (re-exported)
+from tuneforge.config.orpo import OrpoConfig
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -228,7 +230,7 @@ class EarlyStoppingConfig(_Section):
         return value
 
 
-Objective = Literal["sft", "dpo"]
+Objective = Literal["sft", "dpo", "kto", "orpo"]
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
 
@@ -288,9 +290,13 @@ class TrainingConfig(_Section):
     objective: Objective = Field(
         "sft",
         description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers; "
-        "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo).",
+        "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo); "
+        "kto: Kahneman-Tversky optimisation on answers labelled desirable or not, or on pairs (training.kto); "
+        "orpo: odds-ratio preference optimisation on pairs, SFT and preference in one stage (training.orpo).",
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO settings (objective dpo).")
+    kto: KtoConfig = Field(default_factory=KtoConfig, description="KTO settings (objective kto).")
+    orpo: OrpoConfig = Field(default_factory=OrpoConfig, description="ORPO settings (objective orpo).")
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
@@ -363,6 +369,11 @@ class TrainingConfig(_Section):
             raise ValueError(
                 "training.batch_tokens and training.per_device_batch_size both size a batch; set only one "
                 f"(got batch_tokens={self.batch_tokens}, per_device_batch_size={self.per_device_batch_size})"
+            )
+        if self.objective == "kto" and self.kto.loss_type == "kto" and self.per_device_batch_size == 1:
+            raise ValueError(
+                "training.per_device_batch_size must be at least 2 for training.kto.loss_type 'kto' (its KL estimate "
+                "pairs each row with another answer of the same batch); raise it or use 'apo_zero_unpaired'"
             )
         if self.early_stopping is not None and self.eval_strategy == "no":
             raise ValueError(
