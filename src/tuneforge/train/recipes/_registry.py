@@ -20,6 +20,7 @@ RECIPES: dict[str, str] = {
     "dpo": "tuneforge.train.recipes.dpo:run",
     "kto": "tuneforge.train.recipes.kto:run",
     "orpo": "tuneforge.train.recipes.orpo:run",
+    "grpo": "tuneforge.train.recipes.grpo:run",
 }
 
 

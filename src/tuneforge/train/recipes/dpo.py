@@ -23,7 +23,7 @@ from trl import DPOTrainer
 from tuneforge.config.schema import RunConfig
 from tuneforge.train import steps
 from tuneforge.train.context import RunContext
-from tuneforge.train.recipes._preference import train_save_evaluate
+from tuneforge.train.recipes._trl import train_save_evaluate
 from tuneforge.train.result import FinetuneResult
 
 

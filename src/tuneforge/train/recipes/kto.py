@@ -22,7 +22,7 @@ from trl import KTOTrainer
 from tuneforge.config.schema import RunConfig
 from tuneforge.train import steps
 from tuneforge.train.context import RunContext
-from tuneforge.train.recipes._preference import train_save_evaluate
+from tuneforge.train.recipes._trl import train_save_evaluate
 from tuneforge.train.result import FinetuneResult
 
 # Rows per device batch when training.per_device_batch_size is unset: the KL estimate of the kto

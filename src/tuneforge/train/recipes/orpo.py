@@ -21,7 +21,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.train import steps
 from tuneforge.train.context import RunContext
 from tuneforge.train.recipes.dpo import DPO_PAIRS_PER_BATCH, pair_dataset
-from tuneforge.train.recipes._preference import train_save_evaluate
+from tuneforge.train.recipes._trl import train_save_evaluate
 from tuneforge.train.result import FinetuneResult
 
 

@@ -1,7 +1,7 @@
-"""What the preference recipes (dpo, kto, orpo) do once their TRL trainer is built: train → save → evaluate.
+"""What the recipes built on a TRL trainer (dpo, kto, orpo, grpo) do once it is built: train → save → evaluate.
 
-Only the trainer differs between them (its config class, loss settings and dataset form), so each
-recipe builds its trainer and hands it here; the steps themselves are :mod:`tuneforge.train.steps`.
+Only the trainer differs between them (its config class, loss settings, dataset form, rewards), so
+each recipe builds its trainer and hands it here; the steps themselves are :mod:`tuneforge.train.steps`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from tuneforge.train.result import FinetuneResult
 
 
 def train_save_evaluate(ctx: RunContext, cfg: RunConfig, console: Any, trainer: Any, tokenizer: Any, base_path: str,
-                        data: Any, *, callbacks: Sequence[Any], started: float, precision: str, beta: float) -> FinetuneResult:
+                        data: Any, *, callbacks: Sequence[Any], started: float, precision: str,
+                        beta: float | None) -> FinetuneResult:
     """Train the LoRA adapter ``trainer`` holds, save it with the manifest, then evaluate.
 
-    Evaluation: the usual generation eval first (it rewrites ``eval/``), then the objective's own
-    measure, base vs tuned on the held-out rows (:func:`tuneforge.train.steps.evaluate_pairs`, implied
-    rewards scaled by ``beta``).
+    Evaluation: the usual generation eval first (it rewrites ``eval/``), then, for the preference
+    objectives, their own measure: base vs tuned on the held-out rows
+    (:func:`tuneforge.train.steps.evaluate_pairs`, implied rewards scaled by ``beta``; ``None``: none).
     """
     from tuneforge import methods
 
@@ -47,6 +48,8 @@ def train_save_evaluate(ctx: RunContext, cfg: RunConfig, console: Any, trainer: 
 
     # --- evaluate
     generation = steps.evaluate(ctx, cfg, trainer.model, tokenizer, base_path, data, console, result.manifest)
-    result.eval = steps.evaluate_pairs(ctx, cfg, trainer.model, tokenizer, data.test, console, result.manifest,
-                                       beta=beta) or generation
+    if beta is not None:
+        result.eval = steps.evaluate_pairs(ctx, cfg, trainer.model, tokenizer, data.test, console, result.manifest,
+                                           beta=beta)
+    result.eval = result.eval or generation
     return result
