@@ -86,3 +86,19 @@ def test_a_bad_user_reward_function_fails_before_training(grpo_config, tmp_path,
                                           r"as f\(prompts, completions, \*\*kwargs\)"):
         finetune(path)
     assert not (tmp_path / "runs" / "grpo-fn" / "adapter").exists()
+
+
+def test_validate_reads_supervised_rows_as_grpo_prompts_and_checks_labels_on_their_references(run_config, capsys):
+    from tuneforge.cli.main import main
+
+    # The tickets of the SFT tests (alpaca rows): their outputs become the references label_match reads.
+    path = run_config("grpo-validate", training={"objective": "grpo", "per_device_batch_size": 8,
+                                                 "grpo": {"rewards": ["label_match"]}},
+                      eval={"enabled": True, "labels": ["billing", "shipping", "account", "refund"]})
+    assert main(["validate", str(path)]) == 0
+    assert "Data (prompt_only)" in capsys.readouterr().out
+    bad = run_config("grpo-bad-labels", training={"objective": "grpo", "per_device_batch_size": 8,
+                                                  "grpo": {"rewards": ["label_match"]}},
+                     eval={"enabled": True, "labels": ["spam", "ham"]})
+    assert main(["validate", str(bad)]) == 2
+    assert "eval.labels match none of the" in capsys.readouterr().err
