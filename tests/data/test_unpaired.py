@@ -72,8 +72,13 @@ def test_each_objective_refuses_the_data_it_cannot_learn_from(write_jsonl, alpac
     kto = write_jsonl("k.jsonl", [{"prompt": "q", "completion": "a", "label": True}])
     prompts = write_jsonl("g.jsonl", [{"prompt": "q", "reference": "a"}])
     sup = write_jsonl("a.jsonl", alpaca_rows(2))
-    with pytest.raises(DataError, match=rf"{kto}: holds unpaired rows, which supervised fine-tuning cannot .*`training.objective: kto`"):
+    with pytest.raises(DataError, match=rf"{kto}: holds unpaired rows, which supervised fine-tuning cannot .*`training.objective: kto` "
+                                        r"\(if 'label' is not a judgement of the completion, set `format: prompt_completion`"):
         load_examples(str(kto))
+    from tuneforge.config.schema import DatasetSource
+
+    forced = load_examples(DatasetSource(path=str(kto), format="prompt_completion"))
+    assert forced[0]["messages"][-1] == A("a")
     with pytest.raises(DataError, match=rf"{prompts}: holds prompt_only rows, .*`training.objective: grpo`"):
         load_examples(str(prompts))
     with pytest.raises(DataError, match=rf"{prompts}: holds prompt_only rows, but training.objective 'dpo' learns from preference pairs"):

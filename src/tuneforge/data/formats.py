@@ -151,9 +151,11 @@ def check_kind(fmt: str, objective: str, path: str) -> None:
     if objective == "sft" and fmt == "preference":
         raise DataError(f"{path}: {PREFERENCE_ERROR}")
     if objective == "sft":
+        # A yes/no `label` column of supervised rows also reads as a KTO judgement: say how to override.
+        hint = " (if 'label' is not a judgement of the completion, set `format: prompt_completion` on the source)"
         raise DataError(f"{path}: holds {fmt} rows, which supervised fine-tuning cannot learn from: give alpaca, chat, "
                         f"sharegpt, prompt/completion or text rows, or use `training.objective: "
-                        f"{'kto' if fmt == 'unpaired' else 'grpo'}`")
+                        f"{'kto' if fmt == 'unpaired' else 'grpo'}`" + hint * (fmt == "unpaired"))
     kind = f"supervised {fmt}" if fmt in SUPERVISED else fmt
     raise DataError(f"{path}: " + SUPERVISED_ERROR.format(
         kind=kind, objective=objective, learns=LEARNS.get(objective, LEARNS["dpo"]), wants=WANTS.get(objective, WANTS["dpo"]))
