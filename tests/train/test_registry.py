@@ -10,7 +10,7 @@ from tuneforge.train.recipes import RECIPES, get_recipe, list_recipes
 
 
 def test_the_registry_lists_sft_and_every_schema_objective_has_a_recipe():
-    assert list_recipes() == ["sft", "dpo", "distill"]
+    assert list_recipes() == ["sft", "dpo", "kto", "orpo", "grpo", "distill"]
     # The schema accepts exactly the objectives that run.
     assert set(get_args(Objective)) == set(RECIPES)
     from tuneforge.train.recipes.sft import run
@@ -19,8 +19,8 @@ def test_the_registry_lists_sft_and_every_schema_objective_has_a_recipe():
 
 
 def test_an_unknown_objective_is_a_config_error_listing_what_exists():
-    with pytest.raises(ConfigError, match=r"training.objective: no recipe 'kto'; implemented objectives: sft, dpo, distill"):
-        get_recipe("kto")
+    with pytest.raises(ConfigError, match=r"training.objective: no recipe 'ppo'; implemented objectives: sft, dpo, kto, orpo, grpo, distill"):
+        get_recipe("ppo")
 
 
 def _problems(tmp_path, **sections):
@@ -31,7 +31,7 @@ def _problems(tmp_path, **sections):
 
 
 def test_the_schema_refuses_objectives_without_a_recipe(tmp_path):
-    assert "training.objective" in _problems(tmp_path, training={"objective": "kto"})
+    assert "training.objective" in _problems(tmp_path, training={"objective": "ppo"})
 
 
 def test_packing_on_with_virtual_tokens_fails_in_the_schema(tmp_path):

@@ -146,17 +146,17 @@ def check_labels(cfg: RunConfig) -> list[str]:
     from tuneforge.eval.checks import check_references
     from tuneforge.eval.metrics import normalize_text
 
-    from tuneforge.data.pairs import side
+    from tuneforge.data.preferences import reference_examples
 
     sources = cfg.data.test or cfg.data.train
     role = "test" if cfg.data.test else "train"
     try:
+        # A pair's reference answer is the chosen one, a KTO row's its desirable answer, a GRPO prompt's its reference.
         examples = [
-            side(ex, "chosen") if "chosen" in ex else ex  # a pair's reference answer is the chosen one
-            for src in sources
-            for ex in load_examples(src, on_bad_rows=cfg.data.on_bad_rows, system_prompt=cfg.data.system_prompt,
-                                    objective=cfg.training.objective)
-            if "messages" in ex or "chosen" in ex
+            ex for src in sources
+            for ex in reference_examples(load_examples(src, on_bad_rows=cfg.data.on_bad_rows,
+                                                       system_prompt=cfg.data.system_prompt, objective=cfg.training.objective))
+            if "messages" in ex
         ]
     except DataError as exc:
         return [f"data.{role}: {exc}"]

@@ -16,6 +16,9 @@ from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config._types import Float, Int, Section as _Section, _refuse_bool  # noqa: F401 (re-exported)
 from tuneforge.config.distill import DistillConfig, EndpointTeacher  # noqa: F401 (re-exported)
+from tuneforge.config.grpo import GrpoConfig, RewardSource  # noqa: F401 (re-exported)
+from tuneforge.config.kto import KtoConfig, KtoLoss  # noqa: F401 (re-exported)
+from tuneforge.config.orpo import OrpoConfig
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -149,7 +152,7 @@ DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "prefix":
 
 # --------------------------------------------------------------------------- data
 
-DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference"]
+DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference", "unpaired", "prompt_only"]
 
 
 class DatasetSource(_Section):
@@ -248,7 +251,7 @@ class EarlyStoppingConfig(_Section):
         return value
 
 
-Objective = Literal["sft", "dpo", "distill"]
+Objective = Literal["sft", "dpo", "kto", "orpo", "grpo", "distill"]
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
 
@@ -309,9 +312,15 @@ class TrainingConfig(_Section):
         "sft",
         description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers; "
         "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo); "
-        "distill: learn from a teacher model (see the distill section).",
+        "distill: learn from a teacher model (see the distill section); "
+        "kto: Kahneman-Tversky optimisation on answers labelled desirable or not, or on pairs (training.kto); "
+        "orpo: odds-ratio preference optimisation on pairs, SFT and preference in one stage (training.orpo); "
+        "grpo: online RL, sampled completions scored by rewards (training.grpo).",
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO settings (objective dpo).")
+    kto: KtoConfig = Field(default_factory=KtoConfig, description="KTO settings (objective kto).")
+    orpo: OrpoConfig = Field(default_factory=OrpoConfig, description="ORPO settings (objective orpo).")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="GRPO settings and rewards (objective grpo).")
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
@@ -385,6 +394,21 @@ class TrainingConfig(_Section):
                 "training.batch_tokens and training.per_device_batch_size both size a batch; set only one "
                 f"(got batch_tokens={self.batch_tokens}, per_device_batch_size={self.per_device_batch_size})"
             )
+        if self.objective == "kto" and self.kto.loss_type == "kto" and self.per_device_batch_size == 1:
+            raise ValueError(
+                "training.per_device_batch_size must be at least 2 for training.kto.loss_type 'kto' (its KL estimate "
+                "pairs each row with another answer of the same batch); raise it or use 'apo_zero_unpaired'"
+            )
+        if self.objective == "grpo":
+            if not self.grpo.rewards:
+                raise ValueError("training.objective 'grpo' needs training.grpo.rewards: at least one reward source, "
+                                 "e.g. [label_match] or [{regex: '^Answer:'}]")
+            rows = (self.per_device_batch_size or 2 * self.grpo.num_generations) * self.gradient_accumulation_steps
+            if rows % self.grpo.num_generations:
+                raise ValueError(
+                    f"training.per_device_batch_size x training.gradient_accumulation_steps ({rows}) must be a multiple "
+                    f"of training.grpo.num_generations ({self.grpo.num_generations}): each step scores whole groups"
+                )
         if self.early_stopping is not None and self.eval_strategy == "no":
             raise ValueError(
                 "training.early_stopping needs training.eval_strategy 'steps' or 'epoch' (it is 'no')"

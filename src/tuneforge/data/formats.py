@@ -14,6 +14,8 @@ sharegpt            ``conversations``: a list of ``{from, value}`` (or ``{role, 
 prompt_completion   ``prompt`` and ``completion``: strings or lists of messages
 text                ``text``: raw text for continued pre-training
 preference          ``chosen`` and ``rejected`` (+ optional ``prompt``): a preference pair
+unpaired            ``prompt``, ``completion`` and ``label: true|false``: one judged answer (KTO)
+prompt_only         ``prompt`` (+ optional ``reference``): a prompt to answer online (GRPO)
 ==================  ==========================================================
 
 Preference pairs come as TRL writes them: ``prompt``/``chosen``/``rejected`` with strings
@@ -22,8 +24,15 @@ every turn but the last). Their canonical form is different from the supervised 
 
     preference {"prompt": [{"role", "content"}, ...], "chosen": str, "rejected": str, "meta": {...}}
 
-Supervised objectives refuse preference data and preference objectives refuse
-supervised data (``kind`` in :func:`detect_format`), each saying what to give instead.
+Unpaired and prompt-only rows have their own canonical forms::
+
+    unpaired    {"prompt": [messages], "completion": str, "label": bool, "meta": {...}}
+    prompt_only {"prompt": [messages], "reference": str | None, "meta": {...}}
+
+Each objective accepts the formats of :data:`ACCEPTS` and refuses the others, saying what to
+give instead (:func:`check_kind`). KTO also takes pairs (each becomes a desirable and an
+undesirable answer when it trains); GRPO also takes supervised rows with an answer (the last
+answer becomes the ``reference`` its rewards compare against).
 """
 
 from __future__ import annotations
@@ -34,7 +43,24 @@ from typing import Any, Callable
 
 from tuneforge.errors import DataError
 
-FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference")
+FORMATS = ("alpaca", "chat", "sharegpt", "prompt_completion", "text", "preference", "unpaired", "prompt_only")
+SUPERVISED = ("alpaca", "chat", "sharegpt", "prompt_completion", "text")
+ANSWERED = ("alpaca", "chat", "sharegpt", "prompt_completion")
+# Which record formats each objective learns from; check_kind refuses the others by name.
+ACCEPTS: dict[str, tuple[str, ...]] = {
+    "sft": SUPERVISED,
+    "dpo": ("preference",),
+    "orpo": ("preference",),
+    "kto": ("unpaired", "preference"),
+    "grpo": ("prompt_only", *ANSWERED),
+}
+# What to give instead, per objective, for the error that refuses a format.
+WANTS = {
+    "dpo": "rows with prompt/chosen/rejected (strings or message lists) or chosen/rejected conversations sharing their first turns",
+    "kto": "rows with prompt/completion/label (label true or false), or prompt/chosen/rejected pairs",
+    "grpo": "rows with a prompt (and an optional reference), or supervised rows whose answer becomes the reference",
+}
+WANTS["orpo"] = WANTS["dpo"]
 ROLES = ("system", "user", "assistant")
 _SAME_ROLES = {r: r for r in ROLES}
 # ShareGPT exports disagree on speaker names; these are the ones seen in the common dumps.
@@ -47,11 +73,9 @@ PREFERENCE_ERROR = (
     "preference data (rows with chosen/rejected) trains with `training.objective: dpo`, not sft; "
     "for supervised fine-tuning give alpaca, chat, sharegpt, prompt/completion or text rows"
 )
-SUPERVISED_ERROR = (
-    "holds supervised {fmt} rows, but training.objective {objective!r} learns from preference pairs: "
-    "give rows with prompt/chosen/rejected (strings or message lists) or chosen/rejected conversations "
-    "sharing their first turns, or use `training.objective: sft`"
-)
+SUPERVISED_ERROR = "holds {kind} rows, but training.objective {objective!r} learns from {learns}: give {wants}"
+LEARNS = {"dpo": "preference pairs", "orpo": "preference pairs", "kto": "judged answers (or pairs)",
+          "grpo": "prompts (with a reference for verifiable rewards)"}
 
 
 class RowError(DataError):
@@ -67,6 +91,11 @@ def detect_row_format(row: dict) -> str | None:
     keys = set(row)
     if {"chosen", "rejected"} <= keys:
         return "preference"
+    # A boolean label marks a judged answer (KTO); any other label (a class name) is a supervised row's metadata.
+    if {"prompt", "completion", "label"} <= keys and str(row["label"]).strip().lower() in _LABELS:
+        return "unpaired"
+    if "prompt" in keys and "completion" not in keys:
+        return "prompt_only"
     if "messages" in keys:
         return "chat"
     if "conversations" in keys:
@@ -111,15 +140,26 @@ def detect_format(rows: list[dict], path: str, *, objective: str = "sft") -> str
 
 
 def check_kind(fmt: str, objective: str, path: str) -> None:
-    """Refuse a format the objective cannot learn from (pairs for sft, single answers for dpo).
+    """Refuse a format the objective cannot learn from (:data:`ACCEPTS`: pairs for sft, single answers for dpo, ...).
 
     Raises:
         DataError: naming the source, what it holds and what to give instead.
     """
+    accepted = ACCEPTS.get(objective, ACCEPTS["dpo"])
+    if fmt in accepted:
+        return
     if objective == "sft" and fmt == "preference":
         raise DataError(f"{path}: {PREFERENCE_ERROR}")
-    if objective != "sft" and fmt != "preference":
-        raise DataError(f"{path}: " + SUPERVISED_ERROR.format(fmt=fmt, objective=objective))
+    if objective == "sft":
+        # A yes/no `label` column of supervised rows also reads as a KTO judgement: say how to override.
+        hint = " (if 'label' is not a judgement of the completion, set `format: prompt_completion` on the source)"
+        raise DataError(f"{path}: holds {fmt} rows, which supervised fine-tuning cannot learn from: give alpaca, chat, "
+                        f"sharegpt, prompt/completion or text rows, or use `training.objective: "
+                        f"{'kto' if fmt == 'unpaired' else 'grpo'}`" + hint * (fmt == "unpaired"))
+    kind = f"supervised {fmt}" if fmt in SUPERVISED else fmt
+    raise DataError(f"{path}: " + SUPERVISED_ERROR.format(
+        kind=kind, objective=objective, learns=LEARNS.get(objective, LEARNS["dpo"]), wants=WANTS.get(objective, WANTS["dpo"]))
+                    + ", or use `training.objective: sft`" * (fmt in SUPERVISED))
 
 
 def to_canonical(row: dict, fmt: str, where: str) -> dict:
@@ -139,7 +179,7 @@ def to_canonical(row: dict, fmt: str, where: str) -> dict:
         >>> to_canonical({"instruction": "Hi", "input": "", "output": "Hello"}, "alpaca", "f.jsonl:1")
         {'messages': [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello'}]}
     """
-    if fmt != "preference" and {"chosen", "rejected"} <= set(row):
+    if fmt in SUPERVISED and {"chosen", "rejected"} <= set(row):
         raise DataError(f"{where}: {PREFERENCE_ERROR}")
     try:
         convert = _CONVERTERS[fmt]
@@ -244,9 +284,46 @@ def _answer(side: str | list, name: str, where: str) -> str:
     return turns[0]["content"]
 
 
+def _prompt_turns(row: dict, fmt: str, where: str) -> list[dict]:
+    """A ``prompt`` field (a string or message list) as turns that open and end with the user (after any system)."""
+    prompt = _field(row, "prompt", (str, list), fmt, where)
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    messages = _messages(turns, "prompt", "role", "content", _SAME_ROLES, where, check=False)
+    first = next((m for m in messages if m["role"] != "system"), None)
+    if first is None or first["role"] != "user" or messages[-1]["role"] != "user":
+        raise RowError(f"{where}: field 'prompt' must open and end with a user turn (after any system message)")
+    return messages
+
+
+# Spellings of a label a CSV cell or a hand-written file may use; anything else is refused, never guessed.
+_LABELS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+
+
+def _unpaired(row: dict, where: str) -> dict:
+    prompt = _prompt_turns(row, "unpaired", where)
+    completion = _answer(_field(row, "completion", (str, list), "unpaired", where), "completion", where)
+    label = row.get("label")
+    if isinstance(label, (str, int)) and not isinstance(label, bool) and str(label).strip().lower() in _LABELS:
+        label = _LABELS[str(label).strip().lower()]  # CSV cells and 0/1 columns
+    if not isinstance(label, bool):
+        got = "missing" if label is None else f"{label!r} ({type(label).__name__})"
+        raise RowError(f"{where}: field 'label' must be true (a desirable answer) or false (an undesirable one), got {got}")
+    return {"prompt": prompt, "completion": completion, "label": label}
+
+
+def _prompt_only(row: dict, where: str) -> dict:
+    prompt = _prompt_turns(row, "prompt_only", where)
+    reference = row.get("reference")
+    if isinstance(reference, (dict, list)):  # a JSON answer: rewards parse it back (json_field_match)
+        reference = json.dumps(reference, ensure_ascii=False)
+    if reference is not None and not isinstance(reference, str):
+        raise RowError(f"{where}: field 'reference' must be a string or a JSON object, got {type(reference).__name__}")
+    return {"prompt": prompt, "reference": reference}
+
+
 _CONVERTERS: dict[str, Callable[[dict, str], dict]] = {
     "alpaca": _alpaca, "chat": _chat, "sharegpt": _sharegpt, "prompt_completion": _prompt_completion, "text": _text,
-    "preference": _preference,
+    "preference": _preference, "unpaired": _unpaired, "prompt_only": _prompt_only,
 }
 
 

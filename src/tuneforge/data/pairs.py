@@ -45,6 +45,28 @@ def _as_chat(pair: dict) -> dict:
     return {"messages": [*pair["prompt"], *answers]}
 
 
+def clean_prompted(row: dict, answers: tuple[str, ...], cfg: CleanConfig, empty_answer: str = "empty_side") -> Kept | Dropped:
+    """Clean a row's prompt turns and its ``answers`` fields together, as supervised data is cleaned.
+
+    The shared step of every preference-style row (pairs, KTO rows, GRPO prompts): one pass of
+    :func:`~tuneforge.data.clean.clean_example`, so PII redactions are counted once; then an empty
+    user turn drops the row (``empty``), and so does an empty answer (``empty_answer``).
+    """
+    turns = [{"role": "assistant", "content": row[k]} for k in answers]
+    kept = clean_example({"messages": [*row["prompt"], *turns]}, cfg.model_copy(update={"drop_empty": False}))
+    messages = kept.example["messages"]
+    prompt, cleaned = messages[: len(row["prompt"])], messages[len(row["prompt"]):]
+    if cfg.drop_empty:
+        for i, m in enumerate(prompt):
+            if m["role"] == "user" and not m["content"].strip():
+                return Dropped("empty", f"the user turn prompt[{i}] is empty")
+    for name, answer in zip(answers, cleaned):
+        if not answer["content"].strip():
+            return Dropped(empty_answer, f"the {name} answer is empty")
+    out = {**row, "prompt": prompt, **{name: answer["content"] for name, answer in zip(answers, cleaned)}}
+    return Kept(out, kept.redactions)
+
+
 def clean_pair(pair: dict, cfg: CleanConfig) -> Kept | Dropped:
     """Clean a pair's texts as supervised data is cleaned, then apply the pair drops (see the module docstring).
 
@@ -52,19 +74,10 @@ def clean_pair(pair: dict, cfg: CleanConfig) -> Kept | Dropped:
         >>> clean_pair({"prompt": [{"role": "user", "content": "q"}], "chosen": "a ", "rejected": "a"}, CleanConfig()).reason
         'identical_sides'
     """
-    kept = clean_example(_as_chat(pair), cfg.model_copy(update={"drop_empty": False}))
-    *prompt, chosen, rejected = kept.example["messages"]
-    if cfg.drop_empty:
-        for i, m in enumerate(prompt):
-            if m["role"] == "user" and not m["content"].strip():
-                return Dropped("empty", f"the user turn prompt[{i}] is empty")
-    for name, answer in (("chosen", chosen), ("rejected", rejected)):
-        if not answer["content"].strip():
-            return Dropped("empty_side", f"the {name} answer is empty")
-    if chosen["content"] == rejected["content"]:
+    kept = clean_prompted(pair, ("chosen", "rejected"), cfg)
+    if isinstance(kept, Kept) and kept.example["chosen"] == kept.example["rejected"]:
         return Dropped("identical_sides", "chosen and rejected are the same text")
-    out = {**pair, "prompt": prompt, "chosen": chosen["content"], "rejected": rejected["content"]}
-    return Kept(out, kept.redactions)
+    return kept
 
 
 def pair_key(pair: dict, mode: str) -> str | None:
@@ -72,15 +85,16 @@ def pair_key(pair: dict, mode: str) -> str | None:
     return dedupe_key(_as_chat(pair), mode)
 
 
-def check_pair_length(pair: dict, tokenizer: Any, max_seq_length: int) -> Dropped | None:
-    """``Dropped("too_long")`` when prompt + either answer is longer than ``max_seq_length`` tokens.
+def check_pair_length(pair: dict, tokenizer: Any, max_seq_length: int,
+                      answers: tuple[str, ...] = ("chosen", "rejected")) -> Dropped | None:
+    """``Dropped("too_long")`` when prompt + any of its ``answers`` is longer than ``max_seq_length`` tokens.
 
     Pairs are never truncated: cutting the answers' ends off would hide the very
     tokens that make one answer better than the other. With ``tokenizer=None`` only
     characters are counted (:func:`~tuneforge.data.clean.check_length`), which is
     cheap enough to run before cleaning.
     """
-    for which in ("chosen", "rejected"):
+    for which in answers:
         example = side(pair, which)
         dropped = check_length(example, max_seq_length)  # characters first: spares tokenizing a huge row
         if dropped is None and tokenizer is not None:

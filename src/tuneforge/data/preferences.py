@@ -1,4 +1,8 @@
-"""Preference data from config to split pairs: load -> clean -> dedupe -> fit -> split -> mix -> cap.
+"""Preference-style data from config to split rows: load -> clean -> dedupe -> fit -> split -> mix -> cap.
+
+One loop for every kind of row the preference objectives learn from (a :class:`RowKind` each):
+pairs (DPO, ORPO, KTO), KTO's unpaired judged answers and GRPO's prompts; a row's kind is read
+from its canonical fields (:func:`kind_of`).
 
 The same order and guarantees as supervised data (:mod:`tuneforge.data.prepare`):
 held-out sources are read first and one set of seen keys spans every source, so a
@@ -13,7 +17,7 @@ Pairs stay untokenized: TRL's trainers apply the chat template themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from tuneforge.config.schema import DataConfig
 from tuneforge.data.clean import Dropped
@@ -22,7 +26,43 @@ from tuneforge.data.pairs import check_pair_length, clean_pair, pair_key, side, 
 from tuneforge.data.report import DataReport
 from tuneforge.data.split import mix, split_indices
 from tuneforge.data.template import describe_template
+from tuneforge.data import unpaired
 from tuneforge.errors import DataError
+
+
+@dataclass(frozen=True)
+class RowKind:
+    """What the shared loop needs of one kind of row: pure functions, each over a canonical row.
+
+    Attributes:
+        clean: ``(row, CleanConfig) -> Kept | Dropped``.
+        key: ``(row, dedupe mode) -> str | None``, the dedupe key.
+        fit: ``(row, tokenizer | None, max_seq_length) -> Dropped | None`` (``None`` tokenizer: characters only).
+        snippet: ``row -> str`` for the data report.
+        example: ``row -> dict | None``, the supervised example the generation eval scores.
+    """
+
+    clean: Callable[..., Any]
+    key: Callable[[dict, str], str | None]
+    fit: Callable[..., Dropped | None]
+    snippet: Callable[[dict], str]
+    example: Callable[[dict], dict | None]
+
+
+KINDS = {
+    "pair": RowKind(clean_pair, pair_key, check_pair_length, snippet, lambda pair: side(pair, "chosen")),
+    "unpaired": RowKind(unpaired.clean_unpaired, unpaired.unpaired_key, unpaired.check_unpaired_length,
+                        unpaired.unpaired_snippet, unpaired.as_example),
+    "prompt": RowKind(unpaired.clean_prompt, unpaired.unpaired_key, unpaired.check_unpaired_length,
+                      unpaired.unpaired_snippet, unpaired.as_example),
+}
+# The format recorded in the data report for each objective.
+_FORMATS = {"kto": "unpaired", "grpo": "prompt_only"}
+
+
+def kind_of(row: dict) -> RowKind:
+    """The :class:`RowKind` of a canonical row, from its fields."""
+    return KINDS["pair" if "chosen" in row else "unpaired" if "label" in row else "prompt"]
 
 
 @dataclass
@@ -46,16 +86,30 @@ class PreferenceData:
 
     @property
     def test_examples(self) -> list[dict]:
-        """The test prompts with the chosen answer as reference: what the generation eval scores."""
-        return [side(pair, "chosen") for pair in self.test]
+        """The test prompts with the chosen (desirable, reference) answer: what the generation eval scores."""
+        return reference_examples(self.test)
 
     @property
     def validation_examples(self) -> list[dict]:
-        return [side(pair, "chosen") for pair in self.validation]
+        return reference_examples(self.validation)
+
+    @property
+    def pairs(self) -> dict[str, list[dict]]:
+        """Only the pairs of each split (KTO may mix pairs and unpaired rows), for the preference-accuracy eval."""
+        return {role: [r for r in getattr(self, role) if "chosen" in r] for role in ("train", "validation", "test")}
+
+
+def reference_examples(rows: list[dict]) -> list[dict]:
+    """Rows as the supervised examples the generation eval scores (supervised rows pass through as they are).
+
+    A pair gives its prompt with the chosen answer, a KTO row its desirable answer, a GRPO prompt its
+    reference; rows with nothing to compare against (undesirable answers, prompts without a reference) are left out.
+    """
+    return [ex for row in rows if (ex := row if "messages" in row or "text" in row else kind_of(row).example(row)) is not None]
 
 
 def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, objective: str) -> PreferenceData:
-    """Load, clean, dedupe, length-check, split and mix the preference pairs of a run.
+    """Load, clean, dedupe, length-check, split and mix the preference pairs (KTO rows, GRPO prompts) of a run.
 
     Args:
         cfg: The ``data`` section of the run config.
@@ -88,7 +142,7 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
         raise DataError(f"no training pairs left after cleaning ({report.rows_read} read, {report.dropped} dropped; "
                         "see the data report)")
     parts = split_indices(
-        [pair_key(pair, "exact") for _, pair in pool],
+        [kind_of(row).key(row, "exact") for _, row in pool],
         validation=0 if cfg.validation else cfg.split.validation,
         test=0 if cfg.test else cfg.split.test,
         seed=seed,
@@ -113,38 +167,41 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
         f"{role}: from data.{role}" if getattr(cfg, role) else f"{role}: {getattr(cfg.split, role):g} of the training pairs (seed {seed})"
         for role in ("validation", "test")
     )
-    report.format = "preference"
+    report.format = _FORMATS.get(objective, "preference")
     return PreferenceData(
         train=train, validation=[p for _, p in held["validation"]], test=[p for _, p in held["test"]],
-        report=report, sources={path: stats.sha256 for path, stats in report.sources.items()},
+        report=report, sources={path: stats.sha256 for path, stats in report.sources.items()}, format=report.format,
     )
 
 
 def _load(src: Any, role: str, cfg: DataConfig, tokenizer: Any, report: DataReport, seen: set[str],
           max_seq_length: int, objective: str) -> list[dict]:
-    """One source's pairs, cleaned, deduplicated and fitted; every pair left out is counted in the report."""
-    pairs = load_examples(
+    """One source's rows, cleaned, deduplicated and fitted; every row left out is counted in the report."""
+    rows = load_examples(
         src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, objective=objective
     )
     stats = report.source(src.path)
     stats.role = role
     kept = []
-    for pair in pairs:
+    for pair in rows:
+        if "messages" in pair:  # a supervised row for GRPO: its answer becomes the reference
+            pair = unpaired.prompt_from_supervised(pair)
+        kind = kind_of(pair)
         where = location(pair["meta"])
-        oversized = check_pair_length(pair, None, max_seq_length)
+        oversized = kind.fit(pair, None, max_seq_length)
         if oversized is not None:  # before cleaning: its regexes would crawl over a huge row too
             report.drop(src.path, oversized.reason, where, oversized.detail)
             continue
-        cleaned = clean_pair(pair, cfg.clean)
+        cleaned = kind.clean(pair, cfg.clean)
         if isinstance(cleaned, Dropped):
-            report.drop(src.path, cleaned.reason, where, cleaned.detail or snippet(pair))
+            report.drop(src.path, cleaned.reason, where, cleaned.detail or kind.snippet(pair))
             continue
         pair = cleaned.example
-        key = pair_key(pair, cfg.clean.dedupe)
+        key = kind.key(pair, cfg.clean.dedupe)
         if key is not None and key in seen:
-            report.drop(src.path, "duplicate", where, snippet(pair))
+            report.drop(src.path, "duplicate", where, kind.snippet(pair))
             continue
-        too_long = check_pair_length(pair, tokenizer, max_seq_length)
+        too_long = kind.fit(pair, tokenizer, max_seq_length)
         if too_long is not None:
             report.drop(src.path, too_long.reason, where, too_long.detail)
             continue

@@ -9,6 +9,10 @@ and the tuned model. Reported, with the paired bootstrap of :mod:`tuneforge.eval
   ``beta * ((log p_t(c) - log p_b(c)) - (log p_t(r) - log p_b(r)))`` is above 0 (tuned only:
   the base's margin is 0 by definition);
 - ``reward_margin``: the mean of that margin.
+
+For KTO's judged answers (one answer labelled desirable or not, no pair), the implied reward
+``beta * (log p_t(a) - log p_b(a))`` should be above 0 for desirable answers and below for
+undesirable ones: ``judged_reward_accuracy`` is the share where its sign agrees with the label.
 """
 
 from __future__ import annotations
@@ -30,6 +34,36 @@ def pair_logps(model: Any, tokenizer: Any, pairs: Sequence[dict], *, limit: int 
 
     columns = [answer_nll(model, tokenizer, [side(p, which) for p in pairs], limit=limit)[0][:, 0] for which in ("chosen", "rejected")]
     return -np.stack(columns, axis=1)
+
+
+def judged_logps(model: Any, tokenizer: Any, rows: Sequence[dict], *, limit: int | None = None) -> np.ndarray:
+    """``(n,)`` summed log-probabilities of each judged row's completion."""
+    from tuneforge.data.pairs import side
+    from tuneforge.eval.loss import answer_nll
+
+    return -answer_nll(model, tokenizer, [side(r, "completion") for r in rows], limit=limit)[0][:, 0]
+
+
+def compare_judged(base: np.ndarray, tuned: np.ndarray, labels: Sequence[bool], *, beta: float, samples: int,
+                   seed: int, tuned_name: str) -> EvalResult:
+    """The implied reward of judged answers (tuned vs base log-ratio) against their labels, with 95% bootstrap CIs.
+
+    Example:
+        >>> compare_judged(np.array([-5., -4.]), np.array([-3., -6.]), [True, False], beta=0.1, samples=100, seed=0,
+        ...                tuned_name="kto").metrics["judged_reward_accuracy"].tuned
+        1.0
+    """
+    n = len(base)
+    indices = bootstrap_indices(n, samples, seed)
+    reward = beta * (tuned - base)
+    sign = np.where(np.asarray(labels, dtype=bool), 1.0, -1.0)
+    metrics = {}
+    for values in (_mean("judged_reward_accuracy", reward * sign > 0), _mean("judged_reward_margin", reward * sign)):
+        metrics[values.name] = MetricComparison(values.name, values.value, single_bootstrap(values, indices), True, n=n)
+    return EvalResult(
+        metrics=metrics, examples=n, tuned_name=tuned_name, baseline_name="base",
+        settings={"kind": "judged answers", "bootstrap_samples": samples, "seed": seed, "beta": beta},
+    )
 
 
 def _mean(name: str, values: np.ndarray) -> MetricValues:

@@ -35,11 +35,11 @@ def _training_format(cfg, run_dir: RunDir) -> str | None:
 
 
 def _held_out(path: Path, objective: str) -> list[dict]:
-    """A run's stored split; a preference run's pairs are scored on their prompts with the chosen answer as reference."""
+    """A run's stored split; a preference run's rows are scored on their prompts with the chosen answer as reference."""
     from tuneforge.data import load_examples
-    from tuneforge.data.pairs import side
+    from tuneforge.data.preferences import reference_examples
 
-    return [side(ex, "chosen") if "chosen" in ex else ex for ex in load_examples(str(path), objective=objective)]
+    return reference_examples(load_examples(str(path), objective=objective))
 
 
 def load_test_file(path: str | Path, data_cfg: Any | None = None) -> list[dict]:

@@ -198,26 +198,40 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, base_p
     return result
 
 
-def evaluate_pairs(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, pairs: list[dict], console: Any,
-                   manifest: dict[str, Any]) -> Any:
-    """Preference accuracy of base vs tuned on held-out pairs, into ``eval/preference.json``.
+def evaluate_pairs(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, rows: list[dict], console: Any,
+                   manifest: dict[str, Any], *, beta: float | None = None) -> Any:
+    """Preference measures of base vs tuned on held-out rows, into ``eval/preference.json``.
 
-    The base is the same weights with the adapter switched off, as in training. Returns
-    ``None`` when evaluation is off or there are no test pairs.
+    Pairs give preference accuracy and the implied reward margin; KTO's judged answers give the
+    implied reward's agreement with their labels (both when a KTO run mixes them). The base is the
+    same weights with the adapter switched off, as in training. ``beta`` scales the implied reward
+    (default ``training.dpo.beta``). Returns ``None`` when evaluation is off or there is nothing to score.
     """
-    if not cfg.eval.enabled or not pairs:
+    pairs = [r for r in rows if "chosen" in r]
+    judged = [r for r in rows if "label" in r]
+    if not cfg.eval.enabled or not (pairs or judged):
         return None
-    from tuneforge.eval.preference import compare_pairs, pair_logps
+    from tuneforge.eval.preference import compare_judged, compare_pairs, judged_logps, pair_logps
 
     started = time.perf_counter()
+    beta = cfg.training.dpo.beta if beta is None else beta
+    common = {"beta": beta, "samples": cfg.eval.bootstrap_samples, "seed": cfg.training.seed, "tuned_name": cfg.name}
     model.eval()
-    tuned = pair_logps(model, tokenizer, pairs)
-    with model.disable_adapter():
-        base = pair_logps(model, tokenizer, pairs)
-    result = compare_pairs(
-        base, tuned, beta=cfg.training.dpo.beta, samples=cfg.eval.bootstrap_samples, seed=cfg.training.seed,
-        tuned_name=cfg.name,
-    )
+    results = []
+    for chosen, logps, compare, extra in ((pairs, pair_logps, compare_pairs, {}),
+                                          (judged, judged_logps, compare_judged, {"labels": [r["label"] for r in judged]})):
+        if not chosen:
+            continue
+        tuned = logps(model, tokenizer, chosen)
+        with model.disable_adapter():
+            base = logps(model, tokenizer, chosen)
+        results.append(compare(base, tuned, **extra, **common))
+    result = results[0]
+    if len(results) > 1:  # one report: the pairs' metrics and the judged answers' side by side
+        from dataclasses import replace
+
+        result = replace(result, metrics={**result.metrics, **results[1].metrics}, examples=len(pairs) + len(judged),
+                         settings={**result.settings, "kind": "preference pairs and judged answers"})
     ctx.write_json("eval/preference.json", result.to_dict())
     console.print(result.summary_table())
     manifest["preference_eval_seconds"] = round(time.perf_counter() - started, 1)

@@ -23,6 +23,7 @@ from trl import DPOTrainer
 from tuneforge.config.schema import RunConfig
 from tuneforge.train import steps
 from tuneforge.train.context import RunContext
+from tuneforge.train.recipes._trl import train_save_evaluate
 from tuneforge.train.result import FinetuneResult
 
 
@@ -57,35 +58,14 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
     )
     trainer = _DpoTrainer(
         model=model, ref_model=None, args=args, peft_config=methods.lora_config(cfg.method),
-        train_dataset=_dataset(pairs.train), eval_dataset=_dataset(pairs.validation) if pairs.validation else None,
+        train_dataset=pair_dataset(pairs.train), eval_dataset=pair_dataset(pairs.validation) if pairs.validation else None,
         processing_class=tokenizer,
     )
-    trainable, total = methods.trainable_parameters(trainer.model)
-    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
-    output, result = steps.train(ctx, trainer, meter)
-    train_seconds = time.perf_counter() - started
-    if not ctx.is_main:
-        return result
-
-    # --- save
-    weights, result.manifest = steps.save_run(
-        ctx, cfg, trainer, tokenizer, output, meter, pairs.sources, full=False,
-        wall_seconds=train_seconds, precision=precision, packing=False,
-        trainable_parameters=trainable, total_parameters=total, objective="dpo", dpo=cfg.training.dpo.model_dump(),
-    )
-    console.print(
-        f"[bold green]trained[/] {trainer.state.global_step} DPO steps in {train_seconds:.0f}s, "
-        f"{meter.overall():.0f} tokens/s ({precision}); adapter in {weights}"
-    )
-
-    # --- evaluate: generation first, as it rewrites eval/; then the pairs, the objective's own measure
-    generation = steps.evaluate(ctx, cfg, trainer.model, tokenizer, base_path, pairs, console, result.manifest)
-    result.eval = steps.evaluate_pairs(ctx, cfg, trainer.model, tokenizer, pairs.test, console, result.manifest)
-    result.eval = result.eval or generation
-    return result
+    return train_save_evaluate(ctx, cfg, console, trainer, tokenizer, base_path, pairs,
+                               callbacks=callbacks, started=started, precision=precision, beta=dpo.beta)
 
 
-def _dataset(pairs: list[dict]) -> Any:
+def pair_dataset(pairs: list[dict]) -> Any:
     """Pairs in TRL's conversational preference form: the prompt turns, and each answer as one assistant turn."""
     from datasets import Dataset
 
