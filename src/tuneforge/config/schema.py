@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config._types import Float, Int, Section as _Section, _refuse_bool  # noqa: F401 (re-exported)
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
+from tuneforge.config.security import SecurityConfig
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
@@ -445,6 +446,7 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Hyperparameters.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Final evaluation.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search for `tuneforge tune` (ignored by train).")
+    security: SecurityConfig = Field(default_factory=SecurityConfig, description="Encryption at rest of the run's files.")
 
     @field_validator("model", mode="before")
     @classmethod
