@@ -46,9 +46,9 @@ PUBLIC_API = {
         "background_server", "create_app", "load_engine", "parse_rate_limit", "run", "served_name",
     },
     "tuneforge.security": {
-        "AuditError", "AuditLog", "DecryptError", "Key", "KeyRecord", "KeySource", "KeyStore", "VerifyResult", "audited",
+        "AuditError", "AuditLog", "DecryptError", "Key", "KeyRecord", "KeySource", "KeyStore", "Sealer", "VerifyResult", "audited",
         "create_key", "decrypt_file", "encrypt_file", "generate_key_file", "hash_key", "is_encrypted", "list_keys",
-        "parse_expiry", "read_bytes", "read_keys", "revoke_key", "verify", "write_keys",
+        "parse_expiry", "read_file", "read_keys", "revoke_key", "verify", "write_keys",
     },
 }
 

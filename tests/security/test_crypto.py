@@ -10,7 +10,7 @@ import pytest
 
 from tuneforge.cli.main import main
 from tuneforge.errors import SecurityError
-from tuneforge.security import DecryptError, Key, KeySource, decrypt_file, encrypt_file, generate_key_file, read_bytes
+from tuneforge.security import DecryptError, Key, KeySource, decrypt_file, encrypt_file, generate_key_file, read_file
 from tuneforge.security.crypto import MAGIC, decrypt_chunks, encrypt_bytes, read_key_file
 
 SMALL = 64  # bytes per chunk, so a few hundred bytes make several chunks
@@ -41,7 +41,9 @@ def _chunks(blob: bytes) -> tuple[bytes, list[bytes]]:
 def test_round_trip_at_every_chunk_boundary(key, size):
     data = os.urandom(size)
     blob = encrypt_bytes(data, key, "data/test.jsonl", chunk_size=SMALL)
-    assert blob.startswith(MAGIC) and data not in blob[len(MAGIC):] or size == 0
+    assert blob.startswith(MAGIC)
+    if size >= 16:  # a shorter random string may occur in any ciphertext by chance
+        assert data not in blob
     assert _decrypt(blob, key, "data/test.jsonl") == data
 
 
@@ -114,8 +116,8 @@ def test_a_swapped_file_is_refused_by_its_authenticated_name(key):
 def test_plain_files_read_as_they_are(tmp_path, key):
     plain = tmp_path / "plain.jsonl"
     plain.write_bytes(b'{"a": 1}\n')
-    assert read_bytes(plain, None) == b'{"a": 1}\n'
-    assert read_bytes(plain, key) == b'{"a": 1}\n'
+    assert read_file(plain, None) == b'{"a": 1}\n'
+    assert read_file(plain, key) == b'{"a": 1}\n'
 
 
 def test_key_file_must_be_private(tmp_path, key):

@@ -54,7 +54,8 @@ class PreferenceData:
         return [side(pair, "chosen") for pair in self.validation]
 
 
-def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, objective: str) -> PreferenceData:
+def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, objective: str,
+                  key: Any = None) -> PreferenceData:
     """Load, clean, dedupe, length-check, split and mix the preference pairs of a run.
 
     Args:
@@ -63,6 +64,7 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
         max_seq_length: Longest prompt + answer in tokens (``training.max_seq_length``).
         seed: Seed of the split and the training order.
         objective: The objective, named in the error when a source holds supervised data.
+        key: Decrypts encrypted data files (from the ``security:`` section).
 
     Raises:
         DataError: a source is missing, malformed (file, line and field) or supervised, or
@@ -81,7 +83,7 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
     loaded: dict[str, list[tuple[Any, list[dict]]]] = {}
     for role in ("test", "validation", "train"):
         loaded[role] = [
-            (src, _load(src, role, cfg, tokenizer, report, seen, max_seq_length, objective)) for src in getattr(cfg, role)
+            (src, _load(src, role, cfg, tokenizer, report, seen, max_seq_length, objective, key)) for src in getattr(cfg, role)
         ]
     pool = [(src.path, pair) for src, pairs in loaded["train"] for pair in pairs]
     if not pool:
@@ -121,10 +123,10 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
 
 
 def _load(src: Any, role: str, cfg: DataConfig, tokenizer: Any, report: DataReport, seen: set[str],
-          max_seq_length: int, objective: str) -> list[dict]:
+          max_seq_length: int, objective: str, key: Any = None) -> list[dict]:
     """One source's pairs, cleaned, deduplicated and fitted; every pair left out is counted in the report."""
     pairs = load_examples(
-        src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, objective=objective
+        src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, objective=objective, key=key
     )
     stats = report.source(src.path)
     stats.role = role

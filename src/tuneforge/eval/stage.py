@@ -180,7 +180,7 @@ def score(
 def run(
     cfg: EvalConfig, *, tuned: Any, examples: list[dict], out_dir: Path, baseline: Any | None = None,
     data_format: str | None = None, metrics_log: Path | None = None, seed: int = 42, max_seq_length: int = 1024,
-    data_source: str | None = None,
+    data_source: str | None = None, sealer: Any = None,
 ) -> EvalResult:
     """Evaluate a tuned model against its baseline and write the report into ``out_dir``.
 
@@ -202,6 +202,8 @@ def run(
             check. Test examples are never dropped for it: generation and loss use the model's context
             (a longer prompt is cut from the left and counted).
         data_source: A name for the examples' origin, shown in the report.
+        sealer: Writes the report files (a :class:`tuneforge.security.Sealer`; default: that of the
+            run ``out_dir`` is in, encrypting when the run is encrypted).
 
     Returns:
         The :class:`EvalResult` (also written to ``out_dir/metrics.json``).
@@ -253,7 +255,7 @@ def run(
         },
     )
     rows = _prediction_rows(examples, kind, references, outputs, cfg.labels)
-    return save_outputs(result, rows, Path(out_dir), metrics_log=metrics_log)
+    return save_outputs(result, rows, Path(out_dir), metrics_log=metrics_log, sealer=sealer)
 
 
 def _timing(outputs: dict[str, _Outputs]) -> dict[str, dict[str, float]]:

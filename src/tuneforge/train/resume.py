@@ -53,10 +53,15 @@ def config_differences(stored: RunConfig, current: RunConfig, *, allowed: tuple[
     return out
 
 
-def changed_sources(stored_report: Path, sources: dict[str, str]) -> list[str]:
-    """Data files whose content (SHA-256) differs from what the stored data report recorded."""
+def changed_sources(stored_report: Path, sources: dict[str, str], key: Any = None) -> list[str]:
+    """Data files whose content (SHA-256) differs from what the stored data report recorded.
+
+    ``key`` decrypts the report of an encrypted run (a wrong key or a modified report is an error).
+    """
+    from tuneforge.security.at_rest import read_text
+
     try:
-        recorded = {s["path"]: s.get("sha256") for s in json.loads(stored_report.read_text(encoding="utf-8"))["sources"]}
+        recorded = {s["path"]: s.get("sha256") for s in json.loads(read_text(stored_report, key))["sources"]}
     except (OSError, ValueError, KeyError, TypeError):
         return []  # no report (the run failed before writing it): nothing recorded to compare with
     return sorted(p for p, digest in sources.items() if p in recorded and recorded[p] != digest)

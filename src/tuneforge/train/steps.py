@@ -39,7 +39,8 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
     """
     from tuneforge import data as data_stage
 
-    prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
+                                  key=ctx.sealer.key)
     ctx.begin(
         report=prepared.report, sources=prepared.sources,
         splits={"test": prepared.test_examples, "validation": prepared.validation_examples},
@@ -59,7 +60,7 @@ def prepare_pairs(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any)
 
     pairs = prepare(
         cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
-        objective=cfg.training.objective,
+        objective=cfg.training.objective, key=ctx.sealer.key,
     )
     ctx.begin(report=pairs.report, sources=pairs.sources, splits={"test": pairs.test, "validation": pairs.validation})
     if ctx.is_main:
@@ -179,11 +180,11 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, base_p
     model.eval()
     paths = ctx.paths
     tuned = LoadedModel(model, tokenizer, base_path, run=paths, adapter_path=paths.adapter if paths.adapter.is_dir() else None)
-    # eval writes its report files itself, into the run's eval/ (made private by mark_finished).
+    # eval writes its report files through the run's sealer (encrypted when the run is).
     result = run_eval(
         cfg.eval, tuned=tuned, examples=prepared.test_examples, out_dir=paths.eval,
         data_format=prepared.format, metrics_log=paths.metrics, seed=cfg.training.seed,
-        max_seq_length=cfg.training.max_seq_length,
+        max_seq_length=cfg.training.max_seq_length, sealer=ctx.sealer,
     )
     console.print(result.summary_table())
     manifest["eval_seconds"] = round(time.perf_counter() - started, 1)

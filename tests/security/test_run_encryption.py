@@ -1,0 +1,143 @@
+"""An encrypted tiny-model run: no plaintext data left anywhere, and every reader decrypts (or says why it cannot)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuneforge import finetune, load_config
+from tuneforge.cli.main import main
+from tuneforge.rundir import RunDir
+from tuneforge.security import read_file
+from tuneforge.security.at_rest import is_plain
+from tuneforge.security.crypto import MAGIC, is_encrypted
+
+CANARY = "CANARY-q8Zx31"
+KEY_ENV = "TF_TEST_RUN_KEY"
+
+
+def _key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _canary_rows(path: Path, n: int = 40) -> Path:
+    labels = ["billing", "shipping", "account", "refund"]
+    rows = [{"instruction": "Classify the ticket.", "input": f"{CANARY} ticket {i} about {labels[i % 4]}",
+             "output": labels[i % 4]} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _scan(folder: Path) -> list[str]:
+    """Every file under ``folder`` whose bytes hold the canary (as written, or JSON-escaped)."""
+    hits = []
+    for path in folder.rglob("*"):
+        if path.is_file() and CANARY.encode() in path.read_bytes():
+            hits.append(str(path.relative_to(folder)))
+    return hits
+
+
+@pytest.fixture(scope="module")
+def encrypted_run(tmp_path_factory, tiny_model_dir):
+    """One encrypted run with evaluation; returns (run, temp folder it ran under, key)."""
+    tmp = tmp_path_factory.mktemp("encrypted")
+    key = _key()
+    outer_tmp = tmp / "system-tmp"
+    outer_tmp.mkdir()
+    cfg = {
+        "name": "enc", "out_dir": str(tmp / "runs"), "model": str(tiny_model_dir),
+        "method": {"name": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"},
+        "data": {"train": str(_canary_rows(tmp / "tickets.jsonl")), "split": {"validation": 0.1, "test": 0.1}},
+        "training": {"max_steps": 4, "per_device_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 2,
+                     "save_steps": 2, "max_seq_length": 128, "precision": "fp32"},
+        "eval": {"enabled": True, "max_examples": 3, "baseline": "base", "generation": {"max_new_tokens": 4}},
+        "security": {"encrypt": True, "key_env": KEY_ENV},
+    }
+    (tmp / "run.yaml").write_text(yaml.safe_dump(cfg))
+    mp = pytest.MonkeyPatch()
+    mp.setenv(KEY_ENV, key)
+    # The run's own temp folder is inside the run; anything spilled to the outer one is scanned too.
+    mp.setenv("TMPDIR", str(outer_tmp))
+    mp.setattr("tempfile.tempdir", str(outer_tmp))
+    try:
+        result = finetune(load_config(tmp / "run.yaml"))
+    finally:
+        mp.undo()
+    return RunDir(result.run_dir), outer_tmp, key
+
+
+def test_no_canary_is_left_in_plaintext(encrypted_run):
+    run, outer_tmp, _ = encrypted_run
+    assert run.test_split.is_file() and (run.eval / "predictions.jsonl").is_file()
+    assert _scan(run.root) == []
+    assert _scan(outer_tmp) == []
+    assert not (run.root / ".tmp").exists()  # the run's own temp folder is removed at the end
+    assert oct(run.root.stat().st_mode & 0o777) == "0o700"
+
+
+def test_every_file_but_the_plain_ones_is_encrypted(encrypted_run):
+    run, _, _ = encrypted_run
+    for path in run.root.rglob("*"):
+        relative = path.relative_to(run.root).as_posix()
+        if path.is_file() and not is_plain(relative) and not relative.startswith(("adapter/", "checkpoints/")):
+            assert is_encrypted(path), relative
+    for name in ("data/test.jsonl", "data/validation.jsonl", "data_report.json", "eval/predictions.jsonl",
+                 "eval/report.md", "eval/report.html"):
+        assert (run.root / name).read_bytes().startswith(MAGIC), name
+
+
+def test_readers_decrypt_with_the_key_the_run_names(encrypted_run, monkeypatch):
+    run, _, key = encrypted_run
+    monkeypatch.setenv(KEY_ENV, key)
+    rows = [json.loads(line) for line in read_file(run.test_split).decode().splitlines()]
+    assert rows and all(CANARY in m["content"] for r in rows for m in r["messages"] if m["role"] == "user")
+    report = json.loads(read_file(run.data_report))
+    assert report["sources"]
+    assert main(["report", str(run.root)]) == 0
+    assert read_file(run.eval / "report.md").decode().startswith("#")
+    assert is_encrypted(run.eval / "report.html")
+
+
+def test_no_key_and_wrong_key_are_clear_errors(encrypted_run, monkeypatch, capsys):
+    run, _, _ = encrypted_run
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert main(["report", str(run.root)]) == 2
+    err = capsys.readouterr().err
+    assert "predictions.jsonl is encrypted" in err and "Traceback" not in err
+    monkeypatch.setenv(KEY_ENV, _key())
+    assert main(["report", str(run.root)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decrypt" in err and "predictions.jsonl: wrong key" in err
+
+
+def test_encrypted_data_file_trains(tmp_path, tiny_model_dir, monkeypatch):
+    """A data file encrypted with `tuneforge encrypt` is read in memory with the run's key."""
+    key = _key()
+    monkeypatch.setenv(KEY_ENV, key)
+    plain = _canary_rows(tmp_path / "rows.jsonl", 24)
+    assert main(["encrypt", str(plain), "--key-env", KEY_ENV]) == 0
+    plain.unlink()
+    cfg = {
+        "name": "encdata", "out_dir": str(tmp_path / "runs"), "model": str(tiny_model_dir),
+        "method": {"name": "lora", "r": 2, "alpha": 4, "target_modules": "all-linear"},
+        "data": {"train": str(tmp_path / "rows.jsonl.enc"), "split": {"validation": 0.1, "test": 0.1}},
+        "training": {"max_steps": 1, "per_device_batch_size": 2, "max_seq_length": 96, "precision": "fp32",
+                     "eval_strategy": "no", "save_strategy": "no"},
+        "eval": {"enabled": False},
+        "security": {"encrypt": True, "key_env": KEY_ENV},
+    }
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(cfg))
+    result = finetune(load_config(tmp_path / "x.yaml"))
+    assert json.loads(read_file(RunDir(result.run_dir).data_report))["totals"]["rows_kept"] == 24
+    assert _scan(Path(result.run_dir)) == []
+    monkeypatch.setenv(KEY_ENV, _key())
+    from tuneforge.errors import SecurityError
+
+    with pytest.raises(SecurityError, match=r"rows.jsonl.enc: wrong key"):
+        finetune(load_config(tmp_path / "x.yaml").model_copy(update={"name": "other"}))
