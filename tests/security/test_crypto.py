@@ -64,7 +64,7 @@ def test_wrong_key_names_both_key_ids(key, tmp_path):
 
 
 def test_missing_key_says_how_to_give_one(key):
-    with pytest.raises(DecryptError, match=r"f.enc is encrypted .*--key-file"):
+    with pytest.raises(DecryptError, match=r"f.enc is encrypted .*TUNEFORGE_KEY_FILE"):
         _decrypt(encrypt_bytes(b"secret", key, "x"), None)
 
 

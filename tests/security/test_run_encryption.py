@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import secrets
 from pathlib import Path
 
 import pytest
@@ -18,58 +15,7 @@ from tuneforge.security import read_file
 from tuneforge.security.at_rest import is_plain
 from tuneforge.security.crypto import MAGIC, is_encrypted
 
-CANARY = "CANARY-q8Zx31"
-KEY_ENV = "TF_TEST_RUN_KEY"
-
-
-def _key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def _canary_rows(path: Path, n: int = 40) -> Path:
-    labels = ["billing", "shipping", "account", "refund"]
-    rows = [{"instruction": "Classify the ticket.", "input": f"{CANARY} ticket {i} about {labels[i % 4]}",
-             "output": labels[i % 4]} for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _scan(folder: Path) -> list[str]:
-    """Every file under ``folder`` whose bytes hold the canary (as written, or JSON-escaped)."""
-    hits = []
-    for path in folder.rglob("*"):
-        if path.is_file() and CANARY.encode() in path.read_bytes():
-            hits.append(str(path.relative_to(folder)))
-    return hits
-
-
-@pytest.fixture(scope="module")
-def encrypted_run(tmp_path_factory, tiny_model_dir):
-    """One encrypted run with evaluation; returns (run, temp folder it ran under, key)."""
-    tmp = tmp_path_factory.mktemp("encrypted")
-    key = _key()
-    outer_tmp = tmp / "system-tmp"
-    outer_tmp.mkdir()
-    cfg = {
-        "name": "enc", "out_dir": str(tmp / "runs"), "model": str(tiny_model_dir),
-        "method": {"name": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"},
-        "data": {"train": str(_canary_rows(tmp / "tickets.jsonl")), "split": {"validation": 0.1, "test": 0.1}},
-        "training": {"max_steps": 4, "per_device_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 2,
-                     "save_steps": 2, "max_seq_length": 128, "precision": "fp32"},
-        "eval": {"enabled": True, "max_examples": 3, "baseline": "base", "generation": {"max_new_tokens": 4}},
-        "security": {"encrypt": True, "key_env": KEY_ENV},
-    }
-    (tmp / "run.yaml").write_text(yaml.safe_dump(cfg))
-    mp = pytest.MonkeyPatch()
-    mp.setenv(KEY_ENV, key)
-    # The run's own temp folder is inside the run; anything spilled to the outer one is scanned too.
-    mp.setenv("TMPDIR", str(outer_tmp))
-    mp.setattr("tempfile.tempdir", str(outer_tmp))
-    try:
-        result = finetune(load_config(tmp / "run.yaml"))
-    finally:
-        mp.undo()
-    return RunDir(result.run_dir), outer_tmp, key
+from tests.security.conftest import CANARY, KEY_ENV, canary_rows as _canary_rows, new_key as _key, scan as _scan
 
 
 def test_no_canary_is_left_in_plaintext(encrypted_run):
@@ -85,16 +31,17 @@ def test_every_file_but_the_plain_ones_is_encrypted(encrypted_run):
     run, _, _ = encrypted_run
     for path in run.root.rglob("*"):
         relative = path.relative_to(run.root).as_posix()
-        if path.is_file() and not is_plain(relative) and not relative.startswith(("adapter/", "checkpoints/")):
+        in_weights = relative.startswith(("adapter/", "model/", "merged/"))
+        if path.is_file() and not is_plain(relative) and (not in_weights or path.suffix == ".safetensors") \
+                and not relative.startswith("checkpoints/"):
             assert is_encrypted(path), relative
     for name in ("data/test.jsonl", "data/validation.jsonl", "data_report.json", "eval/predictions.jsonl",
-                 "eval/report.md", "eval/report.html"):
+                 "eval/report.md", "eval/report.html", "adapter/adapter_model.safetensors"):
         assert (run.root / name).read_bytes().startswith(MAGIC), name
 
 
-def test_readers_decrypt_with_the_key_the_run_names(encrypted_run, monkeypatch):
-    run, _, key = encrypted_run
-    monkeypatch.setenv(KEY_ENV, key)
+def test_readers_decrypt_with_the_key_the_run_names(run_key):
+    run = run_key
     rows = [json.loads(line) for line in read_file(run.test_split).decode().splitlines()]
     assert rows and all(CANARY in m["content"] for r in rows for m in r["messages"] if m["role"] == "user")
     report = json.loads(read_file(run.data_report))

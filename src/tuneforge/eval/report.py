@@ -19,7 +19,8 @@ from tuneforge.eval.jsonl import parse_json_lines
 from tuneforge.eval.plots import NO_PLOTS, plot_loss_curves, plot_metric_bars, plots_available, read_metrics_log
 from tuneforge.eval.result import LIKELIHOOD_TIMING, EvalResult, fmt, fmt_ci
 from tuneforge.rundir import RunDir
-from tuneforge.security.at_rest import Sealer, read_text
+from tuneforge.security.at_rest import Sealer, key_of, read_text
+from tuneforge.security.crypto import is_encrypted
 
 SHOWN_CHANGES = 10
 _CSS = """
@@ -70,15 +71,17 @@ def render_report(target: str | Path, *, metrics_log: Path | None = None) -> Eva
         if not needed.is_file():
             raise EvalError(f"{needed} not found: run `tuneforge eval` first (report re-renders its output)")
     try:
-        result = EvalResult.from_dict(json.loads(metrics_file.read_text()))
+        result = EvalResult.from_dict(json.loads(read_text(metrics_file)))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise EvalError(f"{metrics_file} is not an evaluation result: {exc}") from exc
     predictions = parse_json_lines(read_text(predictions_file), predictions_file, require={"index": int})
     if metrics_log is None and (eval_dir.parent / "metrics.jsonl").is_file():
         metrics_log = eval_dir.parent / "metrics.jsonl"
     result.paths = {"metrics": metrics_file, "predictions": predictions_file}
-    result.paths.update(write_report(result, predictions, eval_dir, metrics_log=metrics_log,
-                                     sealer=Sealer.for_run(eval_dir.parent)))
+    sealer = Sealer.for_run(eval_dir.parent)
+    if sealer.key is None and is_encrypted(predictions_file):  # an encrypted report outside its run stays encrypted
+        sealer = Sealer(eval_dir.parent, key_of(predictions_file))
+    result.paths.update(write_report(result, predictions, eval_dir, metrics_log=metrics_log, sealer=sealer))
     return result
 
 

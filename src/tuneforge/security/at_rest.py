@@ -78,15 +78,14 @@ class Sealer:
         except ValueError:
             return Path(path).name
 
-    def encrypts(self, path: Path) -> bool:
-        return self.key is not None and not is_plain(self.name(path))
-
-    def write_bytes(self, path: Path, data: bytes) -> Path:
+    def write_bytes(self, path: Path, data: bytes, *, name: str | None = None) -> Path:
+        """Write ``path``; ``name`` is its run-relative name when ``path`` is a temporary place to be renamed."""
         import io
 
-        if not self.encrypts(path):
+        name = name or self.name(path)
+        if self.key is None or is_plain(name):
             return write_atomic(path, lambda f: f.write(data))
-        return write_atomic(path, lambda f: encrypt_to(f, io.BytesIO(data), self.key, self.name(path)))
+        return write_atomic(path, lambda f: encrypt_to(f, io.BytesIO(data), self.key, name))
 
     def write_text(self, path: Path, text: str) -> Path:
         return self.write_bytes(path, text.encode("utf-8"))
@@ -114,6 +113,13 @@ def key_for(path: str | Path, header: dict) -> Key | None:
     depth = min(len(name.parts) - 1, len(path.parents) - 1)
     section = run_security(path.parents[depth])
     return (_source(section) if section else KeySource()).load()
+
+
+def key_of(path: str | Path) -> Key | None:
+    """The key found for the encrypted file ``path`` (as :func:`read_file` finds it), or None."""
+    with open(path, "rb") as f:
+        _, header = read_header(f, str(path))
+    return key_for(path, header)
 
 
 def read_file(path: str | Path, key: Key | None = None, *, expected_name: str | None = None) -> bytes:

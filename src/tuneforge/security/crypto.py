@@ -39,8 +39,8 @@ _MAX_HEADER = 64 * 1024
 # scrypt cost: n=2**15, r=8 takes ~32 MiB and ~0.1 s, once per process and salt (derivations are cached).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 
-KEY_HELP = ("give the key with --key-file FILE (or --key-env VAR / --passphrase-env VAR), or set "
-            "TUNEFORGE_KEY_FILE, TUNEFORGE_KEY or TUNEFORGE_PASSPHRASE")
+KEY_HELP = ("give the key: set TUNEFORGE_KEY_FILE (a key file), TUNEFORGE_KEY or TUNEFORGE_PASSPHRASE, "
+            "or --key-file FILE where the command has it")
 
 
 class DecryptError(SecurityError):
@@ -166,7 +166,7 @@ def is_encrypted(path: str | Path) -> bool:
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
-    except (IsADirectoryError, FileNotFoundError):
+    except (IsADirectoryError, NotADirectoryError, FileNotFoundError):
         return False
 
 

@@ -271,7 +271,12 @@ class RunContext:
         target = self.root / relative
         tmp = Path(tempfile.mkdtemp(prefix=f".{relative}.", dir=self.root))
         try:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            if self.sealer.key is not None:  # weights encrypted in memory, never written in plaintext
+                from tuneforge.models.sealed import save_sealed
+
+                save_sealed(model, tmp, self.sealer, relative)
+            else:
+                model.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
             if generation_config is not None:
                 generation_config.save_pretrained(str(tmp))
