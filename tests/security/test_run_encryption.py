@@ -31,9 +31,9 @@ def test_every_file_but_the_plain_ones_is_encrypted(encrypted_run):
     run, _, _ = encrypted_run
     for path in run.root.rglob("*"):
         relative = path.relative_to(run.root).as_posix()
-        in_weights = relative.startswith(("adapter/", "model/", "merged/"))
-        if path.is_file() and not is_plain(relative) and (not in_weights or path.suffix == ".safetensors") \
-                and not relative.startswith("checkpoints/"):
+        in_weights = relative.startswith(("adapter/", "model/", "merged/", "checkpoints/"))
+        holds_weights = path.suffix in (".safetensors", ".pt", ".pth", ".bin")  # beside them: configs, tokenizer
+        if path.is_file() and not is_plain(relative) and (not in_weights or holds_weights):
             assert is_encrypted(path), relative
     for name in ("data/test.jsonl", "data/validation.jsonl", "data_report.json", "eval/predictions.jsonl",
                  "eval/report.md", "eval/report.html", "adapter/adapter_model.safetensors"):

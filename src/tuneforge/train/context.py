@@ -43,8 +43,8 @@ import yaml
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import RunDirError
 from tuneforge.rundir import RunDir
-from tuneforge.security.at_rest import Sealer, write_atomic
-from tuneforge.security.crypto import Key
+from tuneforge.security.at_rest import Sealer, read_file, write_atomic
+from tuneforge.security.crypto import Key, is_encrypted
 from tuneforge.security.key_source import KeySource
 from tuneforge.train.lock import RunLock
 from tuneforge.train.resume import RESUMABLE_FIELDS, changed_sources, config_differences, latest_complete_checkpoint
@@ -287,6 +287,35 @@ class RunContext:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return target
+
+    # ------------------------------------------------------------------ checkpoints
+
+    _SEALED_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+    """Checkpoint files holding weights, optimizer moments or RNG states; the JSON files hold settings and losses."""
+
+    def seal_checkpoint(self, folder: Path) -> None:
+        """Encrypt, file by file (each atomically), what the Trainer wrote into a checkpoint folder."""
+        if not self.is_main or self.sealer.key is None or not folder.is_dir():
+            return
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in self._SEALED_SUFFIXES and not is_encrypted(path):
+                self.sealer.write_bytes(path, path.read_bytes())
+
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint folder for ``Trainer.train(resume_from_checkpoint=...)``.
+
+        An encrypted checkpoint is decrypted into ``RUN/.tmp`` (0700), which the Trainer reads
+        and :meth:`close` removes: the only time a checkpoint is plaintext on disk after its save.
+        """
+        if self.checkpoint is None or self.sealer.key is None:
+            return self.checkpoint
+        source = Path(self.checkpoint)
+        target = self.root / ".tmp" / "resume" / source.name
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                data = read_file(path, self.sealer.key, expected_name=self.sealer.name(path)) if is_encrypted(path) else path.read_bytes()
+                write_atomic(target / path.relative_to(source), lambda f, data=data: f.write(data))
+        return str(target)
 
     def _status(self, state: str, **extra: Any) -> None:
         self.write_json("status.json", {

@@ -85,6 +85,8 @@ def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[
     meter = cb.ThroughputMeter(tokens_seen)
     trainer.add_callback(cb.RankReportCallback(ctx.write_json, tokens_seen, trainer.model))
     trainer.add_callback(cb.NonFiniteCallback())  # a diverged run stops with an error, unsaved
+    if ctx.sealer.key is not None:
+        trainer.add_callback(cb.SealCheckpointCallback(ctx.seal_checkpoint))
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -118,7 +120,7 @@ def train(ctx: RunContext, trainer: Any, meter: Any) -> tuple[Any, Any]:
     """
     from tuneforge.train.result import FinetuneResult
 
-    output = trainer.train(resume_from_checkpoint=ctx.checkpoint)
+    output = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
     result = FinetuneResult(
         run_dir=ctx.root, global_step=trainer.state.global_step,
         train_loss=output.training_loss, tokens_per_second=meter.overall(),
