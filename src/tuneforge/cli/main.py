@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "genkey": "tuneforge.cli.encrypt:genkey",
     "encrypt": "tuneforge.cli.encrypt:encrypt",
     "decrypt": "tuneforge.cli.encrypt:decrypt",
+    "rekey": "tuneforge.cli.rekey:rekey",
 }
 
 

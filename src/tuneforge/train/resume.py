@@ -20,6 +20,10 @@ RESUMABLE_FIELDS: tuple[str, ...] = (
     "training.report_to",
     "training.dataloader_num_workers",
     "eval",
+    # Where the key is found (`tuneforge rekey` changes it); the key itself is checked when files are read.
+    "security.key_file",
+    "security.key_env",
+    "security.passphrase_env",
 )
 """Dotted fields (or whole sections) that may differ on resume: they change what is logged or how
 the finished model is evaluated, never the weights trained so far."""
