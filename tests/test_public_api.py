@@ -16,7 +16,8 @@ PUBLIC_API = {
     "tuneforge.config": {
         "CleanConfig", "DEFAULT_LR", "DataConfig", "DatasetSource", "EMBEDDED_MODEL", "EarlyStoppingConfig",
         "EvalConfig", "ForgettingConfig", "FullMethod", "GenerationConfig", "IA3Method", "LoraMethod", "ModelConfig",
-        "PromptLearningMethod", "QLoraMethod", "RunConfig", "SplitConfig", "TrainingConfig", "load_config",
+        "PromptLearningMethod", "QLoraMethod", "RunConfig", "SecurityConfig", "SplitConfig", "TrainingConfig",
+        "load_config",
     },
     "tuneforge.data": {
         "DataReport", "Dropped", "FORMATS", "IGNORE_INDEX", "Kept", "PreparedData", "clean_example", "dedupe_key",

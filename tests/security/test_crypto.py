@@ -185,3 +185,33 @@ def test_cli_encrypt_decrypt_and_errors(tmp_path, capsys, monkeypatch):
     assert src.read_text() == '{"text": "canary-cli"}\n'
     assert main(["decrypt", str(tmp_path / "rows.jsonl.enc"), "--key-file", str(tmp_path / "k")]) == 2
     assert "exists; give --overwrite" in capsys.readouterr().err
+
+
+def _config(tmp_path, security: dict):
+    import yaml
+
+    (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"train": "d.jsonl"}, "out_dir": str(tmp_path / "runs"), "security": security}))
+    return path
+
+
+def test_security_section_takes_one_key_source_and_resolves_the_key_file(tmp_path):
+    from tuneforge import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"security.*give one key source, not key_file and key_env"):
+        load_config(_config(tmp_path, {"encrypt": True, "key_file": "k", "key_env": "K"}))
+    generate_key_file(tmp_path / "run.key")
+    cfg = load_config(_config(tmp_path, {"encrypt": True, "key_file": "run.key"}))
+    assert cfg.security.key_file == str((tmp_path / "run.key").resolve())  # relative to the config, like data
+
+
+def test_an_encrypted_run_without_its_key_stops_before_any_folder_is_made(tmp_path, monkeypatch):
+    from tuneforge import load_config
+    from tuneforge.train.context import RunContext
+
+    monkeypatch.delenv("TF_NO_SUCH_KEY", raising=False)
+    cfg = load_config(_config(tmp_path, {"encrypt": True, "key_env": "TF_NO_SUCH_KEY"}))
+    with pytest.raises(SecurityError, match="environment variable TF_NO_SUCH_KEY .* is not set"):
+        RunContext.open(cfg)
+    assert not (tmp_path / "runs").exists()

@@ -88,3 +88,17 @@ def test_encrypted_data_file_trains(tmp_path, tiny_model_dir, monkeypatch):
 
     with pytest.raises(SecurityError, match=r"rows.jsonl.enc: wrong key"):
         finetune(load_config(tmp_path / "x.yaml").model_copy(update={"name": "other"}))
+
+
+def test_dashboard_shows_an_encrypted_run_without_its_rows(encrypted_run):
+    """The dashboard holds no key: an encrypted run's pages load, with no predictions or data rows shown."""
+    from fastapi.testclient import TestClient
+
+    from tuneforge.ui.app import create_app
+
+    run, _, _ = encrypted_run
+    with TestClient(create_app(run.root.parent, keys=None)) as client:
+        for page in (f"/runs/{run.root.name}", f"/runs/{run.root.name}/predictions"):
+            response = client.get(page)
+            assert response.status_code == 200, page
+            assert CANARY not in response.text

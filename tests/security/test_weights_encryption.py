@@ -94,3 +94,24 @@ def test_full_fine_tune_is_encrypted_and_reloads(tmp_path, tiny_model_dir, monke
     assert all(torch.equal(own[n], t) for n, t in state.items())
     base = load(str(tiny_model_dir))
     assert not torch.allclose(_logits(loaded.model, loaded.tokenizer), _logits(base.model, base.tokenizer))
+
+
+def test_lm_eval_refuses_an_encrypted_run(run_key):
+    from tuneforge.errors import EvalError
+    from tuneforge.eval.lm_harness import run_lm_eval
+
+    with pytest.raises(EvalError, match="is encrypted .* lm-eval reads plaintext files only"):
+        run_lm_eval(run_key.root)
+    assert not (run_key.eval / "lm_eval").exists()
+
+
+def test_serve_loads_an_encrypted_run_and_an_encrypted_extra_adapter(run_key, tiny_model_dir):
+    from tuneforge.serve import load_engine
+
+    engine = load_engine(run_key.root, adapters={"again": run_key.root})
+    assert engine.names == ["enc", "again"]
+    state = load_state(run_key.adapter / ADAPTER_WEIGHTS)
+    params = dict(engine.model.named_parameters())
+    name = next(n for n in state if "lora_B" in n)
+    served = next(p for n, p in params.items() if n.replace(".again", "") == name)
+    assert torch.equal(served.detach().cpu(), state[name])

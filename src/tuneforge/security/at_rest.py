@@ -26,7 +26,7 @@ from tuneforge.security.crypto import MAGIC, DecryptError, Key, decrypt_chunks, 
 from tuneforge.security.key_source import KeySource
 
 PLAIN = ("config.yaml", "status.json", "manifest.json", "metrics.jsonl", "README.md", ".lock",
-         "eval/metrics.json", "eval/*.png", "tensorboard/*")
+         "eval/metrics.json", "eval/*.png", "tensorboard/*", "ranks/*")
 """Run-relative names never encrypted (they hold no data rows and no weights); everything else is."""
 
 

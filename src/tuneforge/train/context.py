@@ -190,7 +190,8 @@ class RunContext:
         stay private and are removed with the folder at the end, and a test can scan it.
         """
         tmp = self.root / ".tmp"
-        tmp.mkdir(mode=0o700, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run (a decrypted checkpoint, perhaps)
+        tmp.mkdir(mode=0o700)
         self._saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
         os.environ["TMPDIR"] = str(tmp)
         tempfile.tempdir = str(tmp)

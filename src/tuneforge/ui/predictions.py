@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.security.crypto import is_encrypted
+
 FILTERS = ("all", "wrong_to_right", "right_to_wrong", "unparseable")
 
 
@@ -100,6 +102,8 @@ class PredictionsCache:
             if cached is not None and cached[0] == stamp:
                 return cached[1]
         rows = []
+        if is_encrypted(path):  # an encrypted run: the dashboard holds no key, so it shows no rows
+            return rows
         with path.open(encoding="utf-8") as f:
             for line in f:
                 try:
