@@ -16,7 +16,8 @@ PUBLIC_API = {
     "tuneforge.config": {
         "CleanConfig", "DEFAULT_LR", "DataConfig", "DatasetSource", "EMBEDDED_MODEL", "EarlyStoppingConfig",
         "EvalConfig", "ForgettingConfig", "FullMethod", "GenerationConfig", "IA3Method", "LoraMethod", "ModelConfig",
-        "PromptLearningMethod", "QLoraMethod", "RunConfig", "SplitConfig", "TrainingConfig", "load_config",
+        "PromptLearningMethod", "QLoraMethod", "RunConfig", "SecurityConfig", "SplitConfig", "TrainingConfig",
+        "load_config",
     },
     "tuneforge.data": {
         "DataReport", "Dropped", "FORMATS", "IGNORE_INDEX", "Kept", "PreparedData", "clean_example", "dedupe_key",
@@ -46,8 +47,9 @@ PUBLIC_API = {
         "background_server", "create_app", "load_engine", "parse_rate_limit", "run", "served_name",
     },
     "tuneforge.security": {
-        "AuditError", "AuditLog", "KeyRecord", "KeyStore", "VerifyResult", "audited", "create_key", "hash_key",
-        "list_keys", "parse_expiry", "read_keys", "revoke_key", "verify", "write_keys",
+        "AuditError", "AuditLog", "DecryptError", "Key", "KeyRecord", "KeySource", "KeyStore", "Sealer", "VerifyResult", "audited",
+        "create_key", "decrypt_file", "encrypt_file", "generate_key_file", "hash_key", "is_encrypted", "list_keys",
+        "parse_expiry", "read_file", "read_keys", "revoke_key", "verify", "write_keys",
     },
 }
 

@@ -26,6 +26,9 @@ def export(
     ] = True,
     overwrite: bool = overwrite_option(),
     trust_remote_code: bool = trust_remote_code_option(),
+    decrypt: Annotated[
+        bool, typer.Option("--decrypt", help="Export an encrypted run in plaintext (other tools cannot decrypt it).")
+    ] = False,
 ) -> int:
     """Export a run as a Hugging Face folder (vLLM, transformers) or a GGUF file (llama.cpp, Ollama)."""
     from tuneforge.export import run
@@ -33,7 +36,7 @@ def export(
     warn_trust_remote_code(trust_remote_code, source)
     result = run(
         source, fmt=fmt, quant=quant, output=output, check=check, overwrite=overwrite,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=trust_remote_code, decrypt=decrypt,
     )
     typer.echo(f"{result.format} export written to {result.output}")
     for path in result.files:

@@ -35,6 +35,10 @@ COMMANDS: dict[str, str] = {
     "lm-eval": "tuneforge.cli.lm_eval:lm_eval",
     "ui": "tuneforge.cli.ui:ui",
     "tune": "tuneforge.cli.tune:tune",
+    "genkey": "tuneforge.cli.encrypt:genkey",
+    "encrypt": "tuneforge.cli.encrypt:encrypt",
+    "decrypt": "tuneforge.cli.encrypt:decrypt",
+    "rekey": "tuneforge.cli.rekey:rekey",
 }
 
 

@@ -27,3 +27,17 @@ def warn_trust_remote_code(trust: bool, target: object) -> None:
             f"warning: --trust-remote-code: Python code shipped with the model behind {target} may run on this machine",
             fg=typer.colors.YELLOW, err=True,
         )
+
+
+# Encryption keys: the same three options on every command that writes or reads encrypted files.
+def key_file_option() -> str | None:
+    return typer.Option(None, "--key-file", help="Encryption key file (from `tuneforge genkey`, mode 0600). "
+                        "Default: the run's security section, else TUNEFORGE_KEY_FILE / TUNEFORGE_KEY / TUNEFORGE_PASSPHRASE.")
+
+
+def key_env_option() -> str | None:
+    return typer.Option(None, "--key-env", help="Environment variable holding the encryption key (base64).")
+
+
+def passphrase_env_option() -> str | None:
+    return typer.Option(None, "--passphrase-env", help="Environment variable holding the encryption passphrase.")

@@ -21,10 +21,11 @@ from tuneforge.config.schema import (
     SplitConfig,
     TrainingConfig,
 )
+from tuneforge.config.security import SecurityConfig
 
 __all__ = [
     "DEFAULT_LR", "EMBEDDED_MODEL", "CleanConfig", "DataConfig", "DatasetSource", "EarlyStoppingConfig",
     "EvalConfig", "ForgettingConfig", "FullMethod", "GenerationConfig", "IA3Method", "LoraMethod",
-    "ModelConfig", "PromptLearningMethod", "QLoraMethod", "RunConfig", "SplitConfig", "TrainingConfig",
-    "load_config",
+    "ModelConfig", "PromptLearningMethod", "QLoraMethod", "RunConfig", "SecurityConfig", "SplitConfig",
+    "TrainingConfig", "load_config",
 ]

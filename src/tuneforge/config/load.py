@@ -284,6 +284,9 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     ev = raw.get("eval")
     if isinstance(ev, dict) and isinstance(ev.get("forgetting"), dict) and ev["forgetting"].get("data"):
         raw["eval"] = {**ev, "forgetting": {**ev["forgetting"], "data": fix(ev["forgetting"]["data"])}}
+    sec = raw.get("security")
+    if isinstance(sec, dict) and sec.get("key_file"):
+        raw["security"] = {**sec, "key_file": fix(sec["key_file"])}
     return raw
 
 

@@ -20,6 +20,7 @@ from tuneforge.config.grpo import GrpoConfig, RewardSource  # noqa: F401 (re-exp
 from tuneforge.config.kto import KtoConfig, KtoLoss  # noqa: F401 (re-exported)
 from tuneforge.config.orpo import OrpoConfig
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
+from tuneforge.config.security import SecurityConfig
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
@@ -491,6 +492,7 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Final evaluation.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search for `tuneforge tune` (ignored by train).")
     distill: DistillConfig | None = Field(None, description="Knowledge distillation (training.objective distill).")
+    security: SecurityConfig = Field(default_factory=SecurityConfig, description="Encryption at rest of the run's files.")
 
     @field_validator("model", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,38 +66,59 @@ def source_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_rows(path: str | Path) -> RawSource:
+def read_rows(path: str | Path, key: Any = None) -> RawSource:
     """Read the raw rows of a file or saved ``datasets`` folder.
+
+    A file encrypted by ``tuneforge encrypt`` (``rows.jsonl.enc``, or any name: the header tells)
+    is decrypted in memory with ``key`` (a :class:`tuneforge.security.Key`; default: the
+    ``TUNEFORGE_KEY_FILE``/``TUNEFORGE_KEY``/``TUNEFORGE_PASSPHRASE`` environment); its
+    type is that of the name without ``.enc``.
 
     Raises:
         DataError: the path is missing, of an unsupported type, or unreadable as a whole.
+        DecryptError: the file is encrypted and the key is missing or wrong, or the file was modified.
     """
+    from tuneforge.security.crypto import is_encrypted
+
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     if path.is_dir():
         return _read_saved_dataset(path)
+    suffix = Path(path.name.removesuffix(".enc")).suffix.lower()
     readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
-    reader = readers.get(path.suffix.lower())
+    reader = readers.get(suffix)
     if reader is None:
         raise DataError(
-            f"{path}: unsupported data file type '{path.suffix}'; expected {', '.join(SUFFIXES)} "
+            f"{path}: unsupported data file type '{suffix}'; expected {', '.join(SUFFIXES)} (optionally + .enc) "
             "or a folder written by datasets.save_to_disk"
         )
+    content: bytes | None = None
+    if is_encrypted(path):
+        from tuneforge.security.at_rest import read_file
+
+        content = read_file(path, key)
     try:
-        return reader(path)
+        return reader(path, content)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+
+
+def _text(path: Path, content: bytes | None, newline: str | None = None) -> Any:
+    """A text stream over the file, or over its decrypted ``content`` (which never touches the disk)."""
+    if content is None:
+        return open(path, encoding="utf-8-sig", newline=newline)
+    return io.StringIO(content.decode("utf-8-sig"), newline=newline)
 
 
 # json.loads recurses once per nesting level; a hostile line of 100k "[" ends in RecursionError.
 _TOO_DEEP = "not valid JSON: nested too deeply (more levels than the JSON parser's recursion limit)"
 
 
-def _read_jsonl(path: Path) -> RawSource:
+def _read_jsonl(path: Path, content: bytes | None = None) -> RawSource:
     # Parsed line by line (not pandas.read_json(lines=True)) to keep each row's line number.
     rows = []
-    with open(path, encoding="utf-8-sig") as f:
+    with _text(path, content) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -109,8 +131,9 @@ def _read_jsonl(path: Path) -> RawSource:
     return RawSource(rows, by_line=True)
 
 
-def _read_json(path: Path) -> RawSource:
-    text = path.read_text(encoding="utf-8-sig")
+def _read_json(path: Path, content: bytes | None = None) -> RawSource:
+    with _text(path, content) as f:
+        text = f.read()
     if not text.strip():
         return RawSource([], by_line=False)
     try:
@@ -119,7 +142,7 @@ def _read_json(path: Path) -> RawSource:
         raise DataError(f"{path}: {_TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # many ".json" files are JSON Lines
-            source = _read_jsonl(path)
+            source = _read_jsonl(path, content)
             return RawSource(source.rows, True, "read as JSON Lines (one object per line)")
         raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     if isinstance(data, dict):
@@ -135,11 +158,11 @@ def _read_json(path: Path) -> RawSource:
     return RawSource([RawRow(i, row) for i, row in enumerate(data)], by_line=False)
 
 
-def _read_csv(path: Path) -> RawSource:
+def _read_csv(path: Path, content: bytes | None = None) -> RawSource:
     # The csv module (not pandas) because it reports where each record starts, even when
     # quoted cells span several lines; every value stays a string.
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with _text(path, content, newline="") as f:
         reader = csv.DictReader(f)
         start = 2  # line 1 is the header
         try:
@@ -157,12 +180,12 @@ def _read_csv(path: Path) -> RawSource:
     return RawSource(rows, by_line=True)
 
 
-def _read_parquet(path: Path) -> RawSource:
+def _read_parquet(path: Path, content: bytes | None = None) -> RawSource:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path if content is None else pa.BufferReader(content))
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
     return RawSource([RawRow(i, row) for i, row in enumerate(table.to_pylist())], by_line=False)
@@ -191,6 +214,7 @@ def load_examples(
     system_prompt: str | None = None,
     report: DataReport | None = None,
     objective: str = "sft",
+    key: Any = None,
 ) -> list[dict]:
     """Read one source, detect or apply its format, validate, and return canonical examples.
 
@@ -201,6 +225,7 @@ def load_examples(
         report: Counts (rows read, drops by reason, format, SHA-256) are recorded here.
         objective: ``"sft"`` takes supervised formats and refuses preference pairs; a preference
             objective (``"dpo"``) takes only pairs (see :func:`tuneforge.data.formats.check_kind`).
+        key: Decrypts an encrypted file (see :func:`read_rows`).
 
     Returns:
         Canonical examples (not yet cleaned), each with ``meta`` = source and line.
@@ -214,7 +239,7 @@ def load_examples(
     """
     src = DatasetSource(path=source) if isinstance(source, str) else source
     path = str(src.path)
-    raw = read_rows(path)
+    raw = read_rows(path, key)
     report = report if report is not None else DataReport()
     stats = report.source(path)
     stats.sha256, stats.note, stats.weight = source_digest(path), raw.note, src.weight

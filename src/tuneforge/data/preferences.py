@@ -108,7 +108,8 @@ def reference_examples(rows: list[dict]) -> list[dict]:
     return [ex for row in rows if (ex := row if "messages" in row or "text" in row else kind_of(row).example(row)) is not None]
 
 
-def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, objective: str) -> PreferenceData:
+def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, objective: str,
+                  key: Any = None) -> PreferenceData:
     """Load, clean, dedupe, length-check, split and mix the preference pairs (KTO rows, GRPO prompts) of a run.
 
     Args:
@@ -117,6 +118,7 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
         max_seq_length: Longest prompt + answer in tokens (``training.max_seq_length``).
         seed: Seed of the split and the training order.
         objective: The objective, named in the error when a source holds supervised data.
+        key: Decrypts encrypted data files (from the ``security:`` section).
 
     Raises:
         DataError: a source is missing, malformed (file, line and field) or supervised, or
@@ -135,7 +137,7 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
     loaded: dict[str, list[tuple[Any, list[dict]]]] = {}
     for role in ("test", "validation", "train"):
         loaded[role] = [
-            (src, _load(src, role, cfg, tokenizer, report, seen, max_seq_length, objective)) for src in getattr(cfg, role)
+            (src, _load(src, role, cfg, tokenizer, report, seen, max_seq_length, objective, key)) for src in getattr(cfg, role)
         ]
     pool = [(src.path, pair) for src, pairs in loaded["train"] for pair in pairs]
     if not pool:
@@ -175,10 +177,10 @@ def prepare_pairs(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed:
 
 
 def _load(src: Any, role: str, cfg: DataConfig, tokenizer: Any, report: DataReport, seen: set[str],
-          max_seq_length: int, objective: str) -> list[dict]:
+          max_seq_length: int, objective: str, key: Any = None) -> list[dict]:
     """One source's rows, cleaned, deduplicated and fitted; every row left out is counted in the report."""
     rows = load_examples(
-        src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, objective=objective
+        src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, objective=objective, key=key
     )
     stats = report.source(src.path)
     stats.role = role
@@ -197,16 +199,16 @@ def _load(src: Any, role: str, cfg: DataConfig, tokenizer: Any, report: DataRepo
             report.drop(src.path, cleaned.reason, where, cleaned.detail or kind.snippet(pair))
             continue
         pair = cleaned.example
-        key = kind.key(pair, cfg.clean.dedupe)
-        if key is not None and key in seen:
+        dedupe = kind.key(pair, cfg.clean.dedupe)
+        if dedupe is not None and dedupe in seen:
             report.drop(src.path, "duplicate", where, kind.snippet(pair))
             continue
         too_long = kind.fit(pair, tokenizer, max_seq_length)
         if too_long is not None:
             report.drop(src.path, too_long.reason, where, too_long.detail)
             continue
-        if key is not None:
-            seen.add(key)
+        if dedupe is not None:
+            seen.add(dedupe)
         for kind, n in cleaned.redactions.items():
             stats.pii_redactions[kind] = stats.pii_redactions.get(kind, 0) + n
         kept.append(pair)

@@ -68,7 +68,7 @@ class _Row:
     """``(where, why)`` for a row longer than max_seq_length, kept only in case it is a test row."""
 
 
-def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) -> PreparedData:
+def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, key: Any = None) -> PreparedData:
     """Load, clean, split, mix and tokenize the data of a run.
 
     Args:
@@ -76,6 +76,7 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) 
         tokenizer: The model's tokenizer (its chat template decides the prompt format).
         max_seq_length: Longest sequence in tokens (``training.max_seq_length``).
         seed: Seed of the split, the weighted sampling and the training order.
+        key: Decrypts encrypted data files (a :class:`tuneforge.security.Key`, from the ``security:`` section).
 
     Returns:
         :class:`PreparedData` with tokenized train/validation sets, canonical splits and the report.
@@ -97,7 +98,7 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) 
     loaded: dict[str, list[tuple[DatasetSource, list[_Row]]]] = {}
     for role in ROLES:
         loaded[role] = [
-            (src, _load_source(src, role, cfg, tokenizer, report, seen, max_seq_length)) for src in getattr(cfg, role)
+            (src, _load_source(src, role, cfg, tokenizer, report, seen, max_seq_length, key)) for src in getattr(cfg, role)
         ]
     pool = [row for _, rows in loaded["train"] for row in rows]
     if not pool:
@@ -159,10 +160,11 @@ def _check_distinct_paths(cfg: DataConfig) -> None:
 
 
 def _load_source(
-    src: DatasetSource, role: str, cfg: DataConfig, tokenizer: Any, report: DataReport, seen: set[str], max_seq_length: int
+    src: DatasetSource, role: str, cfg: DataConfig, tokenizer: Any, report: DataReport, seen: set[str], max_seq_length: int,
+    key: Any = None,
 ) -> list[_Row]:
     """Load one source and clean, dedupe and fit its rows; every row left out is counted in the report."""
-    examples = load_examples(src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report)
+    examples = load_examples(src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, key=key)
     stats = report.source(src.path)
     stats.role = role
     rows = []

@@ -54,7 +54,9 @@ def load_prompts(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"distill.prompts: file not found: {path}")
     examples = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    from tuneforge.security.at_rest import read_text  # an encrypted prompt file is read like encrypted data
+
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{n}"
@@ -163,10 +165,12 @@ def _ask(distill: DistillConfig, tokenizer: Any, prompts: list[list[dict]], keep
 
 def _cached(folder: Path, keys: list[str]) -> dict[str, str]:
     """Answers already in the run's cache (an unreadable file, from a crash mid-write, is asked again)."""
+    from tuneforge.security.at_rest import read_text  # encrypted, like every data file, when the run is
+
     found = {}
     for key in set(keys):
         try:
-            found[key] = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))["answer"]
+            found[key] = json.loads(read_text(folder / f"{key}.json"))["answer"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return found

@@ -159,9 +159,15 @@ def run_lm_eval(run_dir: str | Path, *, data: str | Path | None = None, max_exam
     from tuneforge.models import load_tokenizer, resolve
     from tuneforge.rundir import RunDir
 
+    from tuneforge.security.at_rest import run_security
+
     run = RunDir(Path(run_dir))
     if not run.is_run():
         raise EvalError(f"{run_dir} is not a run directory with trained weights (config.yaml + adapter/ or model/)")
+    if run_security(run.root).get("encrypt"):
+        # lm-eval reads its task JSONL and the merged weights from disk, in plaintext.
+        raise EvalError(f"{run_dir} is encrypted (security.encrypt) and lm-eval reads plaintext files only; "
+                        "use `tuneforge eval`, which decrypts in memory")
     data_path = Path(data) if data is not None else run.test_split
     if not data_path.is_file():
         raise EvalError(f"no held-out examples at {data_path}; give --data FILE.jsonl")

@@ -19,6 +19,8 @@ from tuneforge.eval.jsonl import parse_json_lines
 from tuneforge.eval.plots import NO_PLOTS, plot_loss_curves, plot_metric_bars, plots_available, read_metrics_log
 from tuneforge.eval.result import LIKELIHOOD_TIMING, EvalResult, fmt, fmt_ci
 from tuneforge.rundir import RunDir
+from tuneforge.security.at_rest import Sealer, key_of, read_text
+from tuneforge.security.crypto import is_encrypted
 
 SHOWN_CHANGES = 10
 _CSS = """
@@ -30,16 +32,21 @@ h1{border-bottom:1px solid #d0d7de}code{background:#f6f8fa}
 """
 
 
-def save_outputs(result: EvalResult, predictions: Sequence[dict], out_dir: Path, *, metrics_log: Path | None = None) -> EvalResult:
-    """Write ``metrics.json`` and ``predictions.jsonl``, then the plots and reports; fills ``result.paths``."""
+def save_outputs(result: EvalResult, predictions: Sequence[dict], out_dir: Path, *, metrics_log: Path | None = None,
+                 sealer: Sealer | None = None) -> EvalResult:
+    """Write ``metrics.json`` and ``predictions.jsonl``, then the plots and reports; fills ``result.paths``.
+
+    Files go through ``sealer`` (default: that of the run ``out_dir`` belongs to), so an encrypted
+    run's predictions and reports are encrypted; ``metrics.json`` and the plots hold no examples.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row in predictions:
-            f.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+    sealer = sealer or Sealer.for_run(out_dir.parent)
+    sealer.write_text(out_dir / "metrics.json", json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    sealer.write_text(out_dir / "predictions.jsonl",
+                      "".join(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in predictions))
     result.paths = {"metrics": out_dir / "metrics.json", "predictions": out_dir / "predictions.jsonl"}
-    result.paths.update(write_report(result, predictions, out_dir, metrics_log=metrics_log))
+    result.paths.update(write_report(result, predictions, out_dir, metrics_log=metrics_log, sealer=sealer))
     return result
 
 
@@ -64,19 +71,23 @@ def render_report(target: str | Path, *, metrics_log: Path | None = None) -> Eva
         if not needed.is_file():
             raise EvalError(f"{needed} not found: run `tuneforge eval` first (report re-renders its output)")
     try:
-        result = EvalResult.from_dict(json.loads(metrics_file.read_text()))
+        result = EvalResult.from_dict(json.loads(read_text(metrics_file)))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise EvalError(f"{metrics_file} is not an evaluation result: {exc}") from exc
-    predictions = parse_json_lines(predictions_file.read_text(encoding="utf-8"), predictions_file, require={"index": int})
+    predictions = parse_json_lines(read_text(predictions_file), predictions_file, require={"index": int})
     if metrics_log is None and (eval_dir.parent / "metrics.jsonl").is_file():
         metrics_log = eval_dir.parent / "metrics.jsonl"
     result.paths = {"metrics": metrics_file, "predictions": predictions_file}
-    result.paths.update(write_report(result, predictions, eval_dir, metrics_log=metrics_log))
+    sealer = Sealer.for_run(eval_dir.parent)
+    if sealer.key is None and is_encrypted(predictions_file):  # an encrypted report outside its run stays encrypted
+        sealer = Sealer(eval_dir.parent, key_of(predictions_file))
+    result.paths.update(write_report(result, predictions, eval_dir, metrics_log=metrics_log, sealer=sealer))
     return result
 
 
 def write_report(
-    result: EvalResult, predictions: Sequence[dict], out_dir: Path, *, metrics_log: Path | None = None
+    result: EvalResult, predictions: Sequence[dict], out_dir: Path, *, metrics_log: Path | None = None,
+    sealer: Sealer | None = None,
 ) -> dict[str, Path]:
     """Draw the plots and write ``report.md`` and ``report.html``; returns the paths written."""
     paths: dict[str, Path] = {}
@@ -88,9 +99,10 @@ def write_report(
         if curve:
             paths["loss_plot"] = curve
     images = [p.name for key, p in paths.items() if key.endswith("_plot")]
-    (out_dir / "report.md").write_text(render_markdown(result, predictions, images, lambda name: name))
+    sealer = sealer or Sealer(out_dir)
+    sealer.write_text(out_dir / "report.md", render_markdown(result, predictions, images, lambda name: name))
     html_body = render_markdown(result, predictions, images, lambda name: _data_uri(out_dir / name))
-    (out_dir / "report.html").write_text(_to_html(html_body, f"Evaluation: {result.tuned_name}"))
+    sealer.write_text(out_dir / "report.html", _to_html(html_body, f"Evaluation: {result.tuned_name}"))
     return {**paths, "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
 
 

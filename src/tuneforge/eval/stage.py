@@ -198,7 +198,7 @@ def score(
 def run(
     cfg: EvalConfig, *, tuned: Any, examples: list[dict], out_dir: Path, baseline: Any | None = None,
     data_format: str | None = None, metrics_log: Path | None = None, seed: int = 42, max_seq_length: int = 1024,
-    data_source: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
+    data_source: str | None = None, progress: Callable[[dict[str, Any]], None] | None = None, sealer: Any = None,
 ) -> EvalResult:
     """Evaluate a tuned model against its baseline and write the report into ``out_dir``.
 
@@ -222,6 +222,8 @@ def run(
         data_source: A name for the examples' origin, shown in the report.
         progress: Called as answers are generated with ``{"phase", "done", "total", "examples", "models",
             "elapsed_s"}``; ``done`` and ``total`` count every model's answers (the tuned model's, then the baseline's).
+        sealer: Writes the report files (a :class:`tuneforge.security.Sealer`; default: that of the
+            run ``out_dir`` is in, encrypting when the run is encrypted).
 
     Returns:
         The :class:`EvalResult` (also written to ``out_dir/metrics.json``).
@@ -277,7 +279,7 @@ def run(
         },
     )
     rows = _prediction_rows(examples, kind, references, outputs, cfg.labels)
-    return save_outputs(result, rows, Path(out_dir), metrics_log=metrics_log)
+    return save_outputs(result, rows, Path(out_dir), metrics_log=metrics_log, sealer=sealer)
 
 
 def _timing(outputs: dict[str, _Outputs]) -> dict[str, dict[str, float]]:

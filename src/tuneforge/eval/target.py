@@ -17,6 +17,7 @@ from tuneforge.eval.checks import check_metric_names, example_kind
 from tuneforge.eval.result import EvalResult
 from tuneforge.eval.stage import NO_TEST_ROWS, run
 from tuneforge.rundir import RunDir
+from tuneforge.security.at_rest import Sealer, read_text
 
 KEEP = "config"
 """``baseline`` default of :func:`evaluate`: keep what the run's config (or the default config) says."""
@@ -27,7 +28,7 @@ def _training_format(cfg, run_dir: RunDir) -> str | None:
     if len(formats) == 1 and (fmt := formats.pop()) != "auto":
         return fmt
     # Auto-detected: the run's own test split shows what the data turned into.
-    if run_dir.test_split.is_file() and run_dir.test_split.read_text(encoding="utf-8").strip():
+    if run_dir.test_split.is_file() and read_text(run_dir.test_split).strip():
         held_out = _held_out(run_dir.test_split, cfg.training.objective)
         if held_out:
             return "text" if example_kind(held_out[0]) == "text" else "chat"
@@ -138,7 +139,7 @@ def evaluate(
                 "give --data FILE"
             )
         data = run_dir.test_split
-        if not data.read_text(encoding="utf-8").strip():
+        if not read_text(data).strip():
             raise EvalError(f"run {target} has an empty test split ({data}): {NO_TEST_ROWS}; or give --data FILE")
         # written by training: already mapped, prompted and cleaned
         examples = _held_out(data, run_cfg.training.objective if run_cfg is not None else "sft")
@@ -150,7 +151,9 @@ def evaluate(
         other = load(cfg.baseline, trust_remote_code=trust_remote_code)
     name = run_dir.root.name if run_dir else target.name or str(target)
     out_dir = Path(output) if output else run_dir.eval if run_dir else Path(f"eval-{name}")
+    # An encrypted run's predictions stay encrypted wherever the report goes.
+    sealer = Sealer.for_run(run_dir.root) if run_dir else None
     return run(
         cfg, tuned=tuned, examples=examples, out_dir=out_dir, baseline=other, data_format=data_format,
-        metrics_log=metrics_log, seed=seed, max_seq_length=max_seq_length, data_source=str(data),
+        metrics_log=metrics_log, seed=seed, max_seq_length=max_seq_length, data_source=str(data), sealer=sealer,
     )

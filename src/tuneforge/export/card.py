@@ -22,6 +22,7 @@ from typing import Any
 
 from tuneforge.errors import ExportError
 from tuneforge.rundir import RunDir
+from tuneforge.security.at_rest import read_text
 
 CARD_FILE = "README.md"
 # SPDX-style licence ids recognised in a data folder's README (the Hub's lower-case ids).
@@ -72,7 +73,7 @@ def _licence_in_text(text: str) -> str | None:
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        return json.loads(read_text(path)) if path.is_file() else None
     except (OSError, ValueError):
         return None
 

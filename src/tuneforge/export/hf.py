@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from tuneforge.export.card import write_model_card
 from tuneforge.export.merging import Source, merge_source
 from tuneforge.export.output import MARKER
+from tuneforge.models.sealed import ADAPTER_WEIGHTS
+from tuneforge.security.at_rest import read_file, write_atomic
+from tuneforge.security.crypto import is_encrypted
 
 ADAPTER_DIR = "adapter"
 # vLLM accepts only these values for --max-lora-rank (vllm/config LoRAConfig).
@@ -83,8 +87,12 @@ def readme(output: Path, name: str, *, base: str | None = None, adapter_config: 
     return "\n".join(text) + "\n"
 
 
-def export_hf(source: Source, output: Path, *, overwrite: bool = False, trust_remote_code: bool = False) -> list[Path]:
+def export_hf(source: Source, output: Path, *, overwrite: bool = False, trust_remote_code: bool = False,
+              sealer: Any = None) -> list[Path]:
     """Write the merged model, the adapter copy (LoRA runs) and the README into ``output``, atomically.
+
+    ``sealer`` writes the weights (an export of an encrypted run is written in plaintext: the
+    caller passes a plain one after ``--decrypt``).
 
     Returns:
         The paths written (model folder files, ``adapter/``, ``README.md``).
@@ -96,11 +104,15 @@ def export_hf(source: Source, output: Path, *, overwrite: bool = False, trust_re
         adapter_config = None
         if has_adapter:
             shutil.copytree(source.weights, folder / ADAPTER_DIR)
+            copied = folder / ADAPTER_DIR / ADAPTER_WEIGHTS
+            if is_encrypted(copied):  # the export is for other tools: the adapter goes out decrypted too
+                write_atomic(copied, lambda f: f.write(read_file(source.weights / ADAPTER_WEIGHTS)))
             adapter_config = json.loads((source.weights / "adapter_config.json").read_text())
         name = source.path.resolve().name
         # The card's usage names the final folder, not the temporary one it is written in.
         usage = readme(output, name, base=base if has_adapter else None, adapter_config=adapter_config)
         write_model_card(source.path, folder, usage=usage)  # README.md: lineage, data, eval, file hashes
 
-    merge_source(source, output, overwrite=overwrite, trust_remote_code=trust_remote_code, what="export hf", add=add)
+    merge_source(source, output, overwrite=overwrite, trust_remote_code=trust_remote_code, what="export hf", add=add,
+                 sealer=sealer)
     return sorted(p for p in output.iterdir() if p.name != MARKER)

@@ -114,17 +114,34 @@ def load_merged(source: Source, *, trust_remote_code: bool = False) -> tuple[Any
     return model, loaded.tokenizer, loaded.base_path
 
 
-def save_model(model: Any, tokenizer: Any, folder: Path, provenance: dict[str, Any]) -> None:
-    """Save model (safetensors), tokenizer, generation config and provenance into ``folder`` (a fresh one)."""
+def save_model(model: Any, tokenizer: Any, folder: Path, provenance: dict[str, Any], *,
+               sealer: Any = None, name: str = "merged") -> None:
+    """Save model (safetensors), tokenizer, generation config and provenance into ``folder`` (a fresh one).
+
+    With an encrypting ``sealer`` (that of an encrypted run) the weights are encrypted in memory and
+    ``name`` is the folder's run-relative name, authenticated in the file.
+    """
     from tuneforge.data.prompts import stop_token_ids
 
     gen = model.generation_config
     gen.eos_token_id = stop_token_ids(tokenizer, model)  # the end-of-turn token, eos, the model's own
     if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
         gen.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
+    if sealer is not None and sealer.key is not None:
+        from tuneforge.models.sealed import save_sealed
+
+        save_sealed(model, folder, sealer, name)
+    else:
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+
+
+def source_sealer(source: Source) -> Any:
+    """The sealer of the run ``source`` comes from (encrypting when that run is encrypted), or None."""
+    from tuneforge.security.at_rest import Sealer
+
+    return Sealer.for_run(source.run.root) if source.run is not None else None
 
 
 def base_model_path(source: Source) -> str | None:
@@ -159,7 +176,7 @@ def check_merge_output(source: Source, output: str | Path, *, overwrite: bool = 
 
 def merge_source(
     source: Source, output: Path, *, overwrite: bool = False, trust_remote_code: bool = False,
-    what: str = "merge", add: Callable[[Path, str], None] | None = None,
+    what: str = "merge", add: Callable[[Path, str], None] | None = None, sealer: Any = None,
 ) -> Path:
     """Merge (or, for a full fine-tune or a plain model, re-save) ``source`` into ``output``, atomically.
 
@@ -170,6 +187,7 @@ def merge_source(
         trust_remote_code: Run custom model code (``--trust-remote-code``).
         what: Recorded in the folder's marker.
         add: Writes more files into the folder before it is swapped in: ``add(folder, base_path)``.
+        sealer: Writes the weights (default: the source run's, so an encrypted run's merge is encrypted).
     """
     check_merge_output(source, output, overwrite=overwrite)  # before the slow load
     model, tokenizer, base_path = load_merged(source, trust_remote_code=trust_remote_code)
@@ -180,8 +198,9 @@ def merge_source(
         "weights": str(source.weights.resolve()),
         "weights_fingerprint": fingerprint(source.weights),
     }
+    sealer = sealer if sealer is not None else source_sealer(source)
     with atomic_folder(output, what) as folder:
-        save_model(model, tokenizer, folder, provenance)
+        save_model(model, tokenizer, folder, provenance, sealer=sealer, name=sealer.name(Path(output)) if sealer else "merged")
         if add is not None:
             add(folder, str(base_path))
     return Path(output)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +64,25 @@ def _merged_dir(source: Source, scratch: Path, overwrite: bool, trust_remote_cod
     return target
 
 
+def _plaintext_sealer(source: Source, output: Path, decrypt: bool) -> Any:
+    """A plain sealer when ``source`` is an encrypted run exported with ``decrypt``; None for a plain source.
+
+    Raises:
+        ExportError: an encrypted run without ``decrypt``.
+    """
+    from tuneforge.security.at_rest import Sealer, run_security
+
+    if source.run is None or not run_security(source.run.root).get("encrypt"):
+        return None
+    if not decrypt:
+        raise ExportError(
+            f"{source.run.root} is encrypted, and an export is read by other tools (vLLM, llama.cpp) that cannot "
+            "decrypt it: give --decrypt to write the export in plaintext, or use `tuneforge merge` (stays encrypted)"
+        )
+    Sealer.for_run(source.run.root)  # the key must be there (and right) before anything is written
+    return Sealer(output)
+
+
 def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: bool) -> ExportResult:
     from tuneforge.data import end_of_turn_token
     from tuneforge.models import load_tokenizer
@@ -97,7 +117,7 @@ def _export_gguf(source: Source, merged: Path, output: Path, quant: str, check: 
 @audited_output("export")  # audit log: who exported which run, and the SHA-256 of every file written
 def run(
     source: str | Path, fmt: str = "hf", quant: str = "f16", output: str | Path | None = None, check: bool = True,
-    *, overwrite: bool = False, trust_remote_code: bool = False,
+    *, overwrite: bool = False, trust_remote_code: bool = False, decrypt: bool = False,
 ) -> ExportResult:
     """Export a run, adapter or model as a Hugging Face folder or a GGUF file.
 
@@ -111,6 +131,8 @@ def run(
             run the same prompts in llama.cpp when llama-cpp-python is installed.
         overwrite: Replace an existing output folder that tuneforge did not write (no ``.tuneforge`` marker).
         trust_remote_code: Run custom model code shipped with the base model (``--trust-remote-code``).
+        decrypt: Export an encrypted run in plaintext (other tools cannot read our encryption);
+            refused without it, so a plaintext copy is never made by accident.
 
     Returns:
         An :class:`ExportResult` with the files written and the round-trip report.
@@ -132,11 +154,16 @@ def run(
     src = find_source(source)
     out = Path(output) if output is not None else _default_output(src, fmt)
     check_merge_output(src, out, overwrite=overwrite)  # before any slow load
+    plain = _plaintext_sealer(src, out, decrypt)
     if fmt == "hf":
-        return ExportResult("hf", out, export_hf(src, out, overwrite=overwrite, trust_remote_code=trust_remote_code))
-    scratch = Path(tempfile.mkdtemp(prefix="tuneforge-export-"))
+        return ExportResult("hf", out, export_hf(src, out, overwrite=overwrite, trust_remote_code=trust_remote_code,
+                                                 sealer=plain))
+    scratch = Path(tempfile.mkdtemp(prefix="tuneforge-export-", dir=src.run.root if plain else None))
     try:
-        merged = _merged_dir(src, scratch, overwrite, trust_remote_code)
+        if plain is not None:  # RUN/merged is encrypted: the GGUF writer reads a plaintext merge, removed below
+            merged = merge_source(src, scratch / "merged", trust_remote_code=trust_remote_code, sealer=plain)
+        else:
+            merged = _merged_dir(src, scratch, overwrite, trust_remote_code)
         check_output(out, protected=[merged], overwrite=overwrite)  # not into the merged folder it reads
         return _export_gguf(src, merged, out, quant, check)
     finally:

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from tuneforge.config.schema import EMBEDDED_MODEL, ModelConfig
-from tuneforge.errors import ModelError
+from tuneforge.errors import ModelError, TuneforgeError
+from tuneforge.models.sealed import is_sealed, load_adapter, load_full
 from tuneforge.rundir import RunDir
 from tuneforge.security.model_files import check_weight_files, refuse_custom_code, verify_pins, weight_files
 
@@ -275,7 +276,11 @@ def load(
         trained = ModelConfig(
             name_or_path=str(run.model), trust_remote_code=trust_remote_code, allow_pickle=stored.allow_pickle
         )
-        model, tokenizer, _ = load_model(trained, dtype=dtype)
+        if is_sealed(run.model):
+            model = load_full(run.model, dtype, trust_remote_code=trust_remote_code)
+            tokenizer = load_tokenizer(run.model, trust_remote_code=trust_remote_code)
+        else:
+            model, tokenizer, _ = load_model(trained, dtype=dtype)
         base_path = resolve(base_cfg)
         return LoadedModel(model, tokenizer, base_path, run=run)
     if found.kind == "adapter":
@@ -283,6 +288,9 @@ def load(
         if not base:
             raise ModelError(f"{path}/adapter_config.json names no base_model_name_or_path")
         return _with_adapter(ModelConfig(name_or_path=base, trust_remote_code=trust_remote_code), path, dtype, merge, None)
+    if is_sealed(path):  # a merged or full model folder of an encrypted run
+        model = load_full(path, dtype, trust_remote_code=trust_remote_code)
+        return LoadedModel(model, load_tokenizer(path, trust_remote_code=trust_remote_code), str(path))
     model, tokenizer, base_path = load_model(
         ModelConfig(name_or_path=str(target), trust_remote_code=trust_remote_code), dtype=dtype
     )
@@ -298,7 +306,9 @@ def _with_adapter(base_cfg: ModelConfig, adapter: Path, dtype: torch.dtype, merg
     tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else base_path
     tokenizer = load_tokenizer(tok_dir, trust_remote_code=base_cfg.trust_remote_code)
     try:
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = load_adapter(model, adapter) if is_sealed(adapter) else PeftModel.from_pretrained(model, str(adapter))
+    except TuneforgeError:
+        raise  # a missing or wrong key, or a modified file: the message says which
     except Exception as exc:
         raise ModelError(f"cannot load adapter {adapter}: {exc}") from exc
     if merge:

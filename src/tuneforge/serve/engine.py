@@ -22,8 +22,9 @@ import torch
 from transformers import DynamicCache
 
 from tuneforge.data.prompts import encode_prompt, stop_token_ids
-from tuneforge.errors import ModelError
+from tuneforge.errors import ModelError, TuneforgeError
 from tuneforge.models import ALIASES, LoadedModel, load, resolve
+from tuneforge.models.sealed import is_sealed, load_adapter
 from tuneforge.security.model_files import check_weight_files
 from tuneforge.serve.batcher import Batcher, BatchingConfig, GenerationHandle, GenerationRequest
 from tuneforge.serve.continuous import ContinuousBatcher
@@ -108,10 +109,14 @@ class Engine:
             check_weight_files(path)  # an extra adapter's pickle file is refused like the model's
             self._check_base(adapter_name, path)
             try:
-                if isinstance(model, PeftModel):
+                if is_sealed(path):  # an encrypted run's adapter: decrypted in memory
+                    model = load_adapter(model, path, adapter_name)
+                elif isinstance(model, PeftModel):
                     model.load_adapter(str(path), adapter_name=adapter_name)
                 else:
                     model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name)
+            except TuneforgeError:
+                raise  # a missing or wrong key, or a modified file: the message names it
             except Exception as exc:  # peft raises many kinds (shape mismatch, bad config)
                 raise ModelError(f"--adapter {adapter_name}: cannot load {path} over {self.base_path}: {exc}") from exc
             self.routes[adapter_name] = adapter_name

@@ -17,9 +17,13 @@ Files are written atomically (temp file + rename) with mode 0600 in a 0700
 folder, and ``status.json`` (running → finished | failed | killed) is written
 last, so a run that died half way never looks finished.
 
+With ``security.encrypt`` every file except those :data:`tuneforge.security.at_rest.PLAIN`
+names is encrypted by :attr:`RunContext.sealer` (the evaluation writes its report files through
+it too), and the process's temp folder points into ``RUN/.tmp`` (0700) until the run ends, so
+nothing a library spills to ``/tmp`` leaves the run, and it is removed with its content.
+
 Third-party writers still write inside the folder on their own: the Trainer's
-``checkpoints/``, TensorBoard's ``tensorboard/`` and the evaluation's ``eval/``
-(its report files). They are covered by the 0700 folder, and
+``checkpoints/`` and TensorBoard's ``tensorboard/``. They are covered by the 0700 folder, and
 :meth:`RunContext.mark_finished` restricts their files to 0600.
 """
 
@@ -39,6 +43,9 @@ import yaml
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import RunDirError
 from tuneforge.rundir import RunDir
+from tuneforge.security.at_rest import Sealer, read_file, write_atomic
+from tuneforge.security.crypto import Key, is_encrypted
+from tuneforge.security.key_source import KeySource
 from tuneforge.train.lock import RunLock
 from tuneforge.train.resume import RESUMABLE_FIELDS, changed_sources, config_differences, latest_complete_checkpoint
 
@@ -55,10 +62,11 @@ class RunContext:
         is_main: Whether this process writes the run (rank 0 of a multi-process launch).
         checkpoint: The checkpoint to resume from, or ``None``.
         finished: The folder already holds this run, finished: nothing is to be trained.
+        sealer: Writes the run's files, encrypting them when ``security.encrypt`` is on.
     """
 
     def __init__(self, cfg: RunConfig, paths: RunDir, *, is_main: bool = True, lock: RunLock | None = None,
-                 created: bool = False, checkpoint: str | None = None, finished: bool = False):
+                 created: bool = False, checkpoint: str | None = None, finished: bool = False, key: Key | None = None):
         self.cfg = cfg
         self.paths = paths
         self.is_main = is_main
@@ -67,6 +75,8 @@ class RunContext:
         self._lock = lock
         self._created = created
         self._begun = False
+        self.sealer = Sealer(paths.root, key)
+        self._saved_tmp: tuple[str | None, str | None] | None = None
 
     @property
     def root(self) -> Path:
@@ -84,6 +94,14 @@ class RunContext:
         """
         is_main = int(os.environ.get("RANK", "0")) == 0 if is_main is None else is_main
         paths = RunDir(cfg.run_dir)
+        # The key is loaded before anything is created: a missing or unsafe key stops the run here.
+        key = KeySource.of(cfg.security).require("security.encrypt") if cfg.security.encrypt else None
+        ctx = cls._open(cfg, paths, resume, is_main)
+        ctx.sealer = Sealer(paths.root, key)
+        return ctx
+
+    @classmethod
+    def _open(cls, cfg: RunConfig, paths: RunDir, resume: bool, is_main: bool) -> "RunContext":
         if not is_main:  # rank 0 checks and writes; the others need the checkpoint, and to skip a finished run with it
             checkpoint = latest_complete_checkpoint(paths.checkpoints) if resume else None
             return cls(cfg, paths, is_main=False, checkpoint=checkpoint, finished=paths.recorded_state() == "finished")
@@ -147,7 +165,7 @@ class RunContext:
         if not self.is_main:
             return
         if self.checkpoint is not None:
-            changed = changed_sources(self.paths.data_report, sources)
+            changed = changed_sources(self.paths.data_report, sources, self.sealer.key)
             if changed:
                 raise RunDirError(
                     f"cannot resume {self.root}: these data files changed since the run started (SHA-256 differs "
@@ -162,6 +180,33 @@ class RunContext:
         self.write_config(self.cfg)
         self._status("running")
         self._begun = True
+        if self.sealer.key is not None:
+            self._private_tmp()
+
+    def _private_tmp(self) -> None:
+        """Point TMPDIR (and :mod:`tempfile`) into ``RUN/.tmp`` (0700) until :meth:`close`.
+
+        Libraries may spill to the temp folder (datasets, tokenizers, torch); inside the run they
+        stay private and are removed with the folder at the end, and a test can scan it.
+        """
+        tmp = self.root / ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run (a decrypted checkpoint, perhaps)
+        tmp.mkdir(mode=0o700)
+        self._saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
+        os.environ["TMPDIR"] = str(tmp)
+        tempfile.tempdir = str(tmp)
+
+    def _restore_tmp(self) -> None:
+        if self._saved_tmp is None:
+            return
+        env, module = self._saved_tmp
+        if env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = env
+        tempfile.tempdir = module
+        self._saved_tmp = None
+        shutil.rmtree(self.root / ".tmp", ignore_errors=True)
 
     def mark_finished(self) -> None:
         """Make every file private and record the run as finished: the very last write of a run."""
@@ -177,6 +222,7 @@ class RunContext:
     def close(self, exc: BaseException | None = None) -> None:
         """Release the lock; on failure mark the run failed, or remove a folder that never got a file."""
         try:
+            self._restore_tmp()
             if exc is not None and self.is_main:
                 if self._begun:
                     self.mark_failed(exc)
@@ -200,9 +246,8 @@ class RunContext:
         return self.write_text("config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     def write_text(self, relative: str, text: str) -> Path:
-        path = self.root / relative
-        _write_atomic(path, text.encode("utf-8"))
-        return path
+        """Write ``RUN/relative`` atomically, mode 0600; encrypted unless the run is plain or the file is one of PLAIN."""
+        return self.sealer.write_text(self.root / relative, text)
 
     def write_json(self, relative: str, obj: Any) -> Path:
         return self.write_text(relative, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
@@ -227,7 +272,12 @@ class RunContext:
         target = self.root / relative
         tmp = Path(tempfile.mkdtemp(prefix=f".{relative}.", dir=self.root))
         try:
-            model.save_pretrained(str(tmp), safe_serialization=True)
+            if self.sealer.key is not None:  # weights encrypted in memory, never written in plaintext
+                from tuneforge.models.sealed import save_sealed
+
+                save_sealed(model, tmp, self.sealer, relative)
+            else:
+                model.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
             if generation_config is not None:
                 generation_config.save_pretrained(str(tmp))
@@ -238,6 +288,35 @@ class RunContext:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return target
+
+    # ------------------------------------------------------------------ checkpoints
+
+    _SEALED_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+    """Checkpoint files holding weights, optimizer moments or RNG states; the JSON files hold settings and losses."""
+
+    def seal_checkpoint(self, folder: Path) -> None:
+        """Encrypt, file by file (each atomically), what the Trainer wrote into a checkpoint folder."""
+        if not self.is_main or self.sealer.key is None or not folder.is_dir():
+            return
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in self._SEALED_SUFFIXES and not is_encrypted(path):
+                self.sealer.write_bytes(path, path.read_bytes())
+
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint folder for ``Trainer.train(resume_from_checkpoint=...)``.
+
+        An encrypted checkpoint is decrypted into ``RUN/.tmp`` (0700), which the Trainer reads
+        and :meth:`close` removes: the only time a checkpoint is plaintext on disk after its save.
+        """
+        if self.checkpoint is None or self.sealer.key is None:
+            return self.checkpoint
+        source = Path(self.checkpoint)
+        target = self.root / ".tmp" / "resume" / source.name
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                data = read_file(path, self.sealer.key, expected_name=self.sealer.name(path)) if is_encrypted(path) else path.read_bytes()
+                write_atomic(target / path.relative_to(source), lambda f, data=data: f.write(data))
+        return str(target)
 
     def _status(self, state: str, **extra: Any) -> None:
         self.write_json("status.json", {
@@ -260,21 +339,6 @@ def _stored_config(paths: RunDir) -> RunConfig:
 
 def _entries(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name != ".lock"]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _restrict(folder: Path) -> None:

@@ -20,6 +20,10 @@ RESUMABLE_FIELDS: tuple[str, ...] = (
     "training.report_to",
     "training.dataloader_num_workers",
     "eval",
+    # Where the key is found (`tuneforge rekey` changes it); the key itself is checked when files are read.
+    "security.key_file",
+    "security.key_env",
+    "security.passphrase_env",
 )
 """Dotted fields (or whole sections) that may differ on resume: they change what is logged or how
 the finished model is evaluated, never the weights trained so far."""
@@ -53,10 +57,15 @@ def config_differences(stored: RunConfig, current: RunConfig, *, allowed: tuple[
     return out
 
 
-def changed_sources(stored_report: Path, sources: dict[str, str]) -> list[str]:
-    """Data files whose content (SHA-256) differs from what the stored data report recorded."""
+def changed_sources(stored_report: Path, sources: dict[str, str], key: Any = None) -> list[str]:
+    """Data files whose content (SHA-256) differs from what the stored data report recorded.
+
+    ``key`` decrypts the report of an encrypted run (a wrong key or a modified report is an error).
+    """
+    from tuneforge.security.at_rest import read_text
+
     try:
-        recorded = {s["path"]: s.get("sha256") for s in json.loads(stored_report.read_text(encoding="utf-8"))["sources"]}
+        recorded = {s["path"]: s.get("sha256") for s in json.loads(read_text(stored_report, key))["sources"]}
     except (OSError, ValueError, KeyError, TypeError):
         return []  # no report (the run failed before writing it): nothing recorded to compare with
     return sorted(p for p, digest in sources.items() if p in recorded and recorded[p] != digest)

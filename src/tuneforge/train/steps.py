@@ -40,7 +40,8 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
     """
     from tuneforge import data as data_stage
 
-    prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
+                                  key=ctx.sealer.key)
     ctx.begin(
         report=prepared.report, sources=prepared.sources,
         splits={"test": prepared.test_examples, "validation": prepared.validation_examples},
@@ -64,7 +65,7 @@ def prepare_pairs(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any)
 
     pairs = prepare(
         cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
-        objective=cfg.training.objective,
+        objective=cfg.training.objective, key=ctx.sealer.key,
     )
     ctx.begin(report=pairs.report, sources=pairs.sources, splits={"test": pairs.test, "validation": pairs.validation})
     if ctx.is_main:
@@ -89,6 +90,8 @@ def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[
     meter = cb.ThroughputMeter(tokens_seen)
     trainer.add_callback(cb.RankReportCallback(ctx.write_json, tokens_seen, trainer.model))
     trainer.add_callback(cb.NonFiniteCallback())  # a diverged run stops with an error, unsaved
+    if ctx.sealer.key is not None:
+        trainer.add_callback(cb.SealCheckpointCallback(ctx.seal_checkpoint))
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -122,7 +125,7 @@ def train(ctx: RunContext, trainer: Any, meter: Any) -> tuple[Any, Any]:
     """
     from tuneforge.train.result import FinetuneResult
 
-    output = trainer.train(resume_from_checkpoint=ctx.checkpoint)
+    output = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
     result = FinetuneResult(
         run_dir=ctx.root, global_step=trainer.state.global_step,
         train_loss=output.training_loss, tokens_per_second=meter.overall(),
@@ -184,11 +187,11 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, base_p
     model.eval()
     paths = ctx.paths
     tuned = LoadedModel(model, tokenizer, base_path, run=paths, adapter_path=paths.adapter if paths.adapter.is_dir() else None)
-    # eval writes its report files itself, into the run's eval/ (made private by mark_finished).
+    # eval writes its report files through the run's sealer (encrypted when the run is).
     result = run_eval(
         cfg.eval, tuned=tuned, examples=prepared.test_examples, out_dir=paths.eval,
         data_format=prepared.format, metrics_log=paths.metrics, seed=cfg.training.seed,
-        max_seq_length=cfg.training.max_seq_length,
+        max_seq_length=cfg.training.max_seq_length, sealer=ctx.sealer,
         # For the dashboard's "evaluating: k / n examples" line; atomic, so a reader never sees half a file.
         progress=lambda p: ctx.write_json("eval/progress.json", p) if ctx.is_main else None,
     )

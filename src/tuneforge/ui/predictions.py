@@ -15,6 +15,7 @@ from typing import Any
 
 from tuneforge.errors import SecurityError
 from tuneforge.ui.tail import parse_records
+from tuneforge.security.crypto import is_encrypted
 
 FILTERS = ("all", "wrong_to_right", "right_to_wrong", "unparseable")
 
@@ -104,6 +105,8 @@ class PredictionsCache:
             cached = self._files.get(path)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
+        if is_encrypted(path):  # an encrypted run: the dashboard holds no key, so it shows no rows
+            return []
         try:
             rows = parse_records(self._read(path))
         except (OSError, SecurityError):
