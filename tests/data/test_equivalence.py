@@ -107,8 +107,10 @@ def snapshot(data, folder: Path) -> dict:
     }
 
 
+@pytest.mark.parametrize("num_proc", [1, 2])
 @pytest.mark.parametrize("name", ["heldout_files", "carved_split"])
-def test_prepared_data_matches_the_sequential_path(name, tmp_path, tiny_tokenizer):
+def test_prepared_data_matches_the_sequential_path(name, num_proc, tmp_path, tiny_tokenizer):
     cfg, max_seq_length = configs(write_fixture(tmp_path))[name]
+    cfg = cfg.model_copy(update={"num_proc": num_proc})
     data = prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7)
     assert snapshot(data, tmp_path) == json.loads((GOLDEN / f"prepare_{name}.json").read_text())
