@@ -114,3 +114,60 @@ def test_prepared_data_matches_the_sequential_path(name, num_proc, tmp_path, tin
     cfg = cfg.model_copy(update={"num_proc": num_proc})
     data = prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7)
     assert snapshot(data, tmp_path) == json.loads((GOLDEN / f"prepare_{name}.json").read_text())
+
+
+def test_a_second_run_reuses_the_cache_and_gives_the_same_data(tmp_path, tiny_tokenizer):
+    fixture = tmp_path / "fixture"
+    fixture.mkdir()
+    cache = tmp_path / "cache"
+    cfg, max_seq_length = configs(write_fixture(fixture))["heldout_files"]
+    first = prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7, cache_dir=cache)
+    second = prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7, cache_dir=cache)
+    assert (first.reused, second.reused) == (False, True) and first.cache_key == second.cache_key
+    golden = json.loads((GOLDEN / "prepare_heldout_files.json").read_text())
+    assert snapshot(first, fixture) == golden and snapshot(second, fixture) == golden
+    # Private: the folders 0700 and the files 0600.
+    entry = cache / first.cache_key
+    assert [oct(p.stat().st_mode & 0o777) for p in (cache, entry)] == ["0o700", "0o700"]
+    assert {oct(p.stat().st_mode & 0o777) for p in entry.iterdir()} == {"0o600"}
+    assert [p.name for p in cache.iterdir()] == [first.cache_key]  # no temporary folder left behind
+
+
+def test_the_cache_key_follows_data_config_tokenizer_and_seed(tmp_path, tiny_tokenizer):
+    from tuneforge.data.cache import fingerprint
+
+    paths = write_fixture(tmp_path)
+    cfg, n = configs(paths)["heldout_files"]
+    key = fingerprint(cfg, tiny_tokenizer, max_seq_length=n, seed=7)
+    assert key == fingerprint(cfg.model_copy(update={"num_proc": 2, "packing": "off"}), tiny_tokenizer, max_seq_length=n, seed=7)
+    changed = [
+        fingerprint(cfg, tiny_tokenizer, max_seq_length=n, seed=8),
+        fingerprint(cfg, tiny_tokenizer, max_seq_length=n + 1, seed=7),
+        fingerprint(cfg.model_copy(update={"max_examples": 10}), tiny_tokenizer, max_seq_length=n, seed=7),
+    ]
+    template = tiny_tokenizer.chat_template
+    try:
+        tiny_tokenizer.chat_template = template.replace("<|im_end|>", "<|im_end|>\n")
+        changed.append(fingerprint(cfg, tiny_tokenizer, max_seq_length=n, seed=7))
+    finally:
+        tiny_tokenizer.chat_template = template
+    with open(paths["val"], "a", encoding="utf-8") as f:
+        f.write(json.dumps({"instruction": "one more", "output": "row"}) + "\n")
+    changed.append(fingerprint(cfg, tiny_tokenizer, max_seq_length=n, seed=7))
+    assert len({key, *changed}) == 1 + len(changed)
+
+
+def test_the_cache_is_off_when_asked_or_when_the_run_encrypts(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from tuneforge.config.schema import RunConfig
+    from tuneforge.data.cache import cache_folder
+
+    monkeypatch.delenv("TUNEFORGE_DATA_CACHE")
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path))
+    cfg = RunConfig(data={"train": "a.jsonl"})
+    assert cache_folder(cfg) == tmp_path / "data"
+    assert cache_folder(cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache": False})})) is None
+    # security.encrypt comes from another branch; the hook reads it wherever the section lives.
+    encrypted = SimpleNamespace(data=cfg.data, security=SimpleNamespace(encrypt=True))
+    assert cache_folder(encrypted) is None

@@ -204,6 +204,10 @@ class DataConfig(_Section):
     num_proc: Int | None = Field(
         None, gt=0, description="Processes that clean and tokenize (sources under 4096 rows use one); default: the CPU cores, at most 8."
     )
+    cache: bool = Field(
+        True, description="Reuse prepared data from $TUNEFORGE_CACHE/data when sources, config, tokenizer and code match "
+        "(off by itself when the run encrypts its data)."
+    )
 
     @field_validator("train", "validation", "test", mode="before")
     @classmethod

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tuneforge.config.schema import DataConfig, DatasetSource
+from tuneforge.data.cache import fingerprint, read_entry, write_entry
 from tuneforge.data.assess import Work, assess_all, choose_num_proc, snippet
 from tuneforge.data.clean import Dropped
 from tuneforge.data.load import load_examples, location
@@ -47,6 +49,8 @@ class PreparedData:
         format: Detected format of the training data.
         report: What was kept, dropped and why.
         sources: ``path -> sha256`` of every file or folder read (for the run manifest).
+        cache_key: The fingerprint it is cached under ("" when caching was off).
+        reused: Read back from the cache instead of prepared.
     """
 
     train: list[dict]
@@ -57,6 +61,8 @@ class PreparedData:
     format: str
     report: DataReport
     sources: dict[str, str] = field(default_factory=dict)
+    cache_key: str = ""
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,9 @@ class _Row:
     """``(where, why)`` for a row longer than max_seq_length, kept only in case it is a test row."""
 
 
-def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) -> PreparedData:
+def prepare(
+    cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, cache_dir: Path | None = None
+) -> PreparedData:
     """Load, clean, split, mix and tokenize the data of a run.
 
     Args:
@@ -77,6 +85,9 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) 
         tokenizer: The model's tokenizer (its chat template decides the prompt format).
         max_seq_length: Longest sequence in tokens (``training.max_seq_length``).
         seed: Seed of the split, the weighted sampling and the training order.
+        cache_dir: Cache prepared data here, keyed by :func:`~tuneforge.data.cache.fingerprint`, and
+            read it back when the key matches (``None``: no cache; runs use
+            :func:`~tuneforge.data.cache.cache_folder`).
 
     Returns:
         :class:`PreparedData` with tokenized train/validation sets, canonical splits and the report.
@@ -90,10 +101,25 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) 
         >>> data.report.write("runs/demo/data_report.json")
     """
     _check_distinct_paths(cfg)
-    report = DataReport(
-        template=describe_template(tokenizer),
-        redact_snippets=tuple(cfg.clean.pii_types) if cfg.clean.redact_pii else (),
-    )
+    if cache_dir is None:
+        return _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed)
+    key = fingerprint(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed)
+    entry = read_entry(cache_dir, key)
+    if entry is not None:
+        entry["report"].redact_snippets = _redacted_kinds(cfg)
+        return PreparedData(**entry, cache_key=key, reused=True)
+    data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed)
+    write_entry(cache_dir, key, data)
+    data.cache_key = key
+    return data
+
+
+def _redacted_kinds(cfg: DataConfig) -> tuple[str, ...]:
+    return tuple(cfg.clean.pii_types) if cfg.clean.redact_pii else ()
+
+
+def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) -> PreparedData:
+    report = DataReport(template=describe_template(tokenizer), redact_snippets=_redacted_kinds(cfg))
     seen: set[str] = set()
     work = Work(cfg.clean, tokenizer, max_seq_length)
     loaded: dict[str, list[tuple[DatasetSource, list[_Row]]]] = {}
