@@ -123,7 +123,8 @@ def render_conversation(messages: list[dict], tokenizer: Any) -> tuple[str, list
         if message["role"] != "assistant":
             continue
         before = _render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = _render(tokenizer, messages[: i + 1])
+        # The last turn's prefix is the whole conversation: reuse its rendering (a third of the renders).
+        upto = full if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1])
         if not (upto.startswith(before) and full.startswith(upto)):
             raise DataError(
                 "the tokenizer's chat template does not render conversations prefix by prefix (adding turn "
