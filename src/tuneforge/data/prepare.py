@@ -27,7 +27,7 @@ from tuneforge.config.schema import DataConfig, DatasetSource
 from tuneforge.data.cache import fingerprint, read_entry, write_entry
 from tuneforge.data.assess import Work, assess_all, choose_num_proc, snippet
 from tuneforge.data.clean import Dropped
-from tuneforge.data.load import load_examples, location
+from tuneforge.data.load import location, stream_examples
 from tuneforge.data.report import DataReport
 from tuneforge.data.split import mix, split_indices
 from tuneforge.data.template import Encoded, describe_template
@@ -192,11 +192,12 @@ def _load_source(
     The per-row work runs in :func:`~tuneforge.data.assess.assess_all` (possibly in other
     processes); deduplication and the report are decided here, row by row in file order.
     """
-    examples = load_examples(src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report)
+    # Streamed: rows go from the file to the workers without all of them being held at once.
+    examples = stream_examples(src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report)
     stats = report.source(src.path)
     stats.role = role
     rows = []
-    procs = choose_num_proc(cfg.num_proc, len(examples))
+    procs = choose_num_proc(cfg.num_proc, stats.rows_read)
     assessed = assess_all(((ex, location(ex["meta"])) for ex in examples), work, num_proc=procs)
     for row in assessed:
         where = row.where
