@@ -16,6 +16,7 @@ processes and yields the values back in order.
 from __future__ import annotations
 
 import multiprocessing
+from array import array
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ def assess(example: dict, where: str, work: Work) -> Assessed:
         )
     except DataError as exc:
         encoded = exc
+    if isinstance(encoded, Encoded):
+        # 4 bytes a token instead of a list's 8-byte pointer + 28-byte int: the kept rows wait in
+        # memory until the split, and cross from the workers as one buffer each.
+        encoded = Encoded(array("i", encoded.input_ids), array("i", encoded.labels), encoded.truncated)
     return Assessed(
         where, example=example, key=dedupe_key(example, work.clean.dedupe), exact_key=dedupe_key(example, "exact"),
         encoded=encoded, redactions=cleaned.redactions,

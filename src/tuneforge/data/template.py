@@ -23,7 +23,7 @@ Raw text examples are trained on every token (labels = input_ids, eos appended).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.data.clean import Dropped
 from tuneforge.errors import DataError
@@ -38,8 +38,9 @@ _PROBE = "TUNEFORGE_END_OF_TURN_PROBE"
 class Encoded:
     """A tokenized example and whether it was cut to fit."""
 
-    input_ids: list[int]
-    labels: list[int]
+    input_ids: Sequence[int]
+    labels: Sequence[int]
+    """Lists, or compact ``array("i")`` while preparation holds many rows (:func:`~tuneforge.data.assess.assess`)."""
     truncated: bool = False
 
     def as_dict(self) -> dict[str, list[int]]:
