@@ -171,3 +171,16 @@ def test_the_cache_is_off_when_asked_or_when_the_run_encrypts(tmp_path, monkeypa
     # security.encrypt comes from another branch; the hook reads it wherever the section lives.
     encrypted = SimpleNamespace(data=cfg.data, security=SimpleNamespace(encrypt=True))
     assert cache_folder(encrypted) is None
+
+
+def test_an_entry_stored_twice_keeps_the_first(tmp_path, tiny_tokenizer):
+    from tuneforge.data.cache import write_entry
+
+    fixture = tmp_path / "fixture"
+    fixture.mkdir()
+    cfg, max_seq_length = configs(write_fixture(fixture))["carved_split"]
+    data = prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7, cache_dir=tmp_path / "cache")
+    first = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "cache" / data.cache_key).iterdir())
+    write_entry(tmp_path / "cache", data.cache_key, data)  # as a second DDP rank would, after the first
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "cache" / data.cache_key).iterdir()) == first
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [data.cache_key]

@@ -137,10 +137,12 @@ def write_entry(root: Path, key: str, data: Any) -> Path:
             _write_table(tmp / f"{part}.arrow", getattr(data, f"{part}_examples"), rows)
         meta = {"format": data.format, "sources": data.sources, "report": data.report.to_dict()}
         _write_private(tmp / "report.json", json.dumps(meta, ensure_ascii=False).encode())
-        if target.exists():  # another run stored the same key meanwhile: same content, keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+            shutil.rmtree(tmp)  # another process (a DDP rank, a parallel run) stored the same key first: same content
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
