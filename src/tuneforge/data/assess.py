@@ -35,13 +35,14 @@ PARALLEL_MIN_ROWS = 4096
 
 
 def choose_num_proc(requested: int | None, rows: int) -> int:
-    """``data.num_proc`` if set; else the CPU cores this process may use (at most 8), or 1 for a small source."""
+    """``data.num_proc`` if set; else this process's share of the CPU cores (at most 8), or 1 for a small source."""
     if requested is not None:
         return requested
     if rows < PARALLEL_MIN_ROWS:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(8, cores))
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # each DDP rank on this machine prepares too
+    return max(1, min(8, cores // max(1, ranks)))
 
 
 @dataclass(frozen=True)
