@@ -116,7 +116,8 @@ def test_prepared_data_matches_the_sequential_path(name, num_proc, tmp_path, tin
     assert snapshot(data, tmp_path) == json.loads((GOLDEN / f"prepare_{name}.json").read_text())
 
 
-def test_a_second_run_reuses_the_cache_and_gives_the_same_data(tmp_path, tiny_tokenizer):
+def test_a_second_run_reuses_the_cache_and_gives_the_same_data(tmp_path, tiny_tokenizer, monkeypatch):
+    monkeypatch.setattr("tuneforge.data.cache.WRITE_BATCH_ROWS", 16)  # many Arrow batches per file
     fixture = tmp_path / "fixture"
     fixture.mkdir()
     cache = tmp_path / "cache"

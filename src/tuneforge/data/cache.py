@@ -38,6 +38,7 @@ from tuneforge.data.load import source_digest
 from tuneforge.data.report import DataReport, DropRecord, SourceStats
 
 FORMAT_VERSION = 1
+WRITE_BATCH_ROWS = 8192
 _NOT_IN_KEY = {"num_proc", "cache", "packing"}
 
 
@@ -150,16 +151,21 @@ def write_entry(root: Path, key: str, data: Any) -> Path:
 
 
 def _write_table(path: Path, examples: list[dict], tokens: list[dict] | None) -> None:
+    """An Arrow IPC file written a batch at a time, so storing adds little to the memory the lists already take."""
     import pyarrow as pa
 
-    columns: dict[str, Any] = {"example": pa.array([json.dumps(e, ensure_ascii=False) for e in examples], pa.large_string())}
+    fields = [pa.field("example", pa.large_string())]
     if tokens is not None:
-        columns["input_ids"] = pa.array([t["input_ids"] for t in tokens], pa.list_(pa.int32()))
-        columns["labels"] = pa.array([t["labels"] for t in tokens], pa.list_(pa.int32()))
-    table = pa.table(columns)
+        fields += [pa.field("input_ids", pa.list_(pa.int32())), pa.field("labels", pa.list_(pa.int32()))]
+    schema = pa.schema(fields)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:
-        writer.write_table(table)
+    with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, schema) as writer:
+        for start in range(0, max(len(examples), 1), WRITE_BATCH_ROWS):
+            end = start + WRITE_BATCH_ROWS
+            columns = [[json.dumps(e, ensure_ascii=False) for e in examples[start:end]]]
+            if tokens is not None:
+                columns += [[t["input_ids"] for t in tokens[start:end]], [t["labels"] for t in tokens[start:end]]]
+            writer.write_batch(pa.record_batch(columns, schema=schema))
 
 
 def _read_table(path: Path) -> Any:
