@@ -15,7 +15,8 @@ processes) is its own:
 (c) cached: (b) again in a new process (reads the prepared splits back from the cache).
 
 Same config for all: redact PII, max_seq_length 256, the embedded SmolLM2 tokenizer. Printed:
-rows/s, peak RSS of the main process and of its largest child (a worker), ratio to (a), and the load average
+rows/s and rows per CPU-second with their ratios to (a), peak RSS of the main process and of its
+largest child (a worker), and the load average
 (the machine is shared: ratios measured in the same run mean more than seconds).
 """
 
@@ -55,6 +56,8 @@ data = prepare(cfg, tokenizer, max_seq_length=256, seed=0, **extra)
 seconds = time.perf_counter() - start
 print(json.dumps({
     "seconds": seconds, "train": len(data.train), "reused": getattr(data, "reused", False),
+    "cpu_s": sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                 for f in ("ru_utime", "ru_stime")),
     "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
 }))
@@ -113,10 +116,15 @@ def main(argv: list[str] | None = None) -> int:
 
     base_rate = results[0][1] / results[0][2]["seconds"]
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); load average {load[0]:.1f} before, {load_after[0]:.1f} after")
-    print(f"{'path':32} {'rows':>9} {'seconds':>9} {'rows/s':>9} {'peak RSS main':>14} {'peak RSS children':>18} {'x today':>8}")
+    base_cpu = results[0][1] / results[0][2]["cpu_s"]
+    print(f"{'path':32} {'rows':>9} {'seconds':>9} {'rows/s':>9} {'x today':>8} {'rows/CPU-s':>11} {'x today':>8} "
+          f"{'peak RSS main':>14} {'peak RSS children':>18}")
     for name, n, r in results:
-        rate = n / r["seconds"]
-        print(f"{name:32} {n:>9} {r['seconds']:>9.1f} {rate:>9.0f} {r['rss_mb']:>11.0f} MB {r['worker_rss_mb']:>15.0f} MB {rate / base_rate:>7.2f}x")
+        rate, per_cpu = n / r["seconds"], n / r["cpu_s"]
+        print(f"{name:32} {n:>9} {r['seconds']:>9.1f} {rate:>9.0f} {rate / base_rate:>7.2f}x {per_cpu:>11.0f} "
+              f"{per_cpu / base_cpu:>7.2f}x {r['rss_mb']:>11.0f} MB {r['worker_rss_mb']:>15.0f} MB")
+    print("rows/CPU-s: rows per second of CPU time (the process and its workers), which other jobs on a "
+          "shared machine disturb less than wall time; rows/s over it shows how many cores a path kept busy.")
     if baseline_n < args.rows:
         print(f"(a) ran on {baseline_n} rows; at {args.rows} rows it would take ~{args.rows / base_rate:.0f} s at the same rate "
               "and hold every row in memory (its peak RSS grows with the rows).")
