@@ -185,3 +185,15 @@ def test_an_entry_stored_twice_keeps_the_first(tmp_path, tiny_tokenizer):
     write_entry(tmp_path / "cache", data.cache_key, data)  # as a second DDP rank would, after the first
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "cache" / data.cache_key).iterdir()) == first
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [data.cache_key]
+
+
+def test_a_damaged_entry_is_prepared_again(tmp_path, tiny_tokenizer):
+    fixture = tmp_path / "fixture"
+    fixture.mkdir()
+    cfg, max_seq_length = configs(write_fixture(fixture))["carved_split"]
+    first = prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7, cache_dir=tmp_path / "cache")
+    train = tmp_path / "cache" / first.cache_key / "train.arrow"
+    train.write_bytes(train.read_bytes()[:100])
+    again = prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7, cache_dir=tmp_path / "cache")
+    assert not again.reused and snapshot(again, fixture) == json.loads((GOLDEN / "prepare_carved_split.json").read_text())
+    assert prepare(cfg, tiny_tokenizer, max_seq_length=max_seq_length, seed=7, cache_dir=tmp_path / "cache").reused

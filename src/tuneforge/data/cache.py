@@ -111,10 +111,24 @@ def code_digest() -> str:
 
 
 def read_entry(root: Path, key: str) -> dict[str, Any] | None:
-    """The fields of a cached :class:`~tuneforge.data.prepare.PreparedData`, or None when there is no entry."""
+    """The fields of a cached :class:`~tuneforge.data.prepare.PreparedData`, or None when there is no usable entry.
+
+    An entry that cannot be read (edited or damaged on disk) is removed, so this run prepares the
+    data again and stores a good entry in its place.
+    """
+    import pyarrow as pa
+
     folder = root / key
     if not (folder / "report.json").is_file():
         return None
+    try:
+        return _read(folder)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):  # JSONDecodeError is a ValueError
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _read(folder: Path) -> dict[str, Any]:
     meta = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     out: dict[str, Any] = {"format": meta["format"], "sources": meta["sources"], "report": _report_from_dict(meta["report"])}
     for part in ("train", "validation", "test"):
