@@ -10,6 +10,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_cache(tmp_path_factory):
+    """Runs in tests cache prepared data in a temporary folder, not in the user's ~/.cache/tuneforge/data."""
+    os.environ["TUNEFORGE_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A folder holding a tiny random Llama + ChatML BPE tokenizer (AutoModelForCausalLM-loadable)."""

@@ -236,3 +236,28 @@ def test_folder_digest_changes_with_content(tmp_path):
     before = source_digest(tmp_path / "d")
     (tmp_path / "d" / "a").write_text("2")
     assert source_digest(tmp_path / "d") != before
+
+
+def test_a_jsonl_source_streams_instead_of_being_held_in_memory(write_jsonl):
+    import tracemalloc
+
+    from tuneforge.data.load import stream_examples
+
+    rows = [{"instruction": f"Question {i}: " + "words " * 30, "output": f"Answer {i}."} for i in range(20000)]
+    path = write_jsonl("big.jsonl", rows)
+
+    def peak(consume) -> int:
+        tracemalloc.start()
+        try:
+            consume()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    held = peak(lambda: load_examples(str(path)))
+    streamed = peak(lambda: sum(1 for _ in stream_examples(str(path))))
+    assert streamed * 5 < held, (streamed, held)  # ~2 MB (1 MB read buffers) vs ~23 MB
+    report = DataReport()
+    examples = stream_examples(str(path), report=report)
+    assert report.source(str(path)).rows_read == 20000  # counted by the first pass, before any row is converted
+    assert list(examples) == load_examples(str(path))

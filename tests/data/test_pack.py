@@ -120,3 +120,21 @@ def test_an_example_longer_than_the_row_is_an_error_unless_alone_is_allowed():
         pack_examples(examples, 40, seed=0)
     rows = pack_examples(examples, 40, seed=0, longer_alone=True)
     assert [len(r) for r in rows if sum(len(e["input_ids"]) for e in r) > 40] == [1]
+
+
+def test_best_fit_decreasing_fills_the_fullest_row_that_has_room():
+    # Longest first, each into the row it leaves least room in: 4,4 | 3,3 | 2 -> row 1 (full), 2,2 -> row 2.
+    examples = [{"input_ids": [1] * n, "labels": [1] * n} for n in (2, 3, 4, 2, 3, 2, 4)]
+    rows = pack_examples(examples, 10, seed=0)
+    assert sorted(sorted(len(e["input_ids"]) for e in row) for row in rows) == [[2, 2, 3, 3], [2, 4, 4]]
+
+
+def test_packing_wastes_little_and_the_seed_decides_the_order():
+    from tuneforge.data.pack import padding_waste
+
+    examples = _lengths(2000, seed=4)
+    rows = pack_examples(examples, 1024, seed=1)
+    assert padding_waste(rows, 1024) < 0.003  # 0.16%; first fit over a random order left 0.49% here
+    assert sorted(id(e) for row in rows for e in row) == sorted(id(e) for e in examples)
+    assert rows == pack_examples(examples, 1024, seed=1)
+    assert [len(r) for r in rows] != [len(r) for r in pack_examples(examples, 1024, seed=2)]

@@ -305,3 +305,22 @@ def test_eval_without_test_rows_says_so(run_config, capsys):
     capsys.readouterr()
     assert main(["eval", str(run.root)]) == 2  # evaluating the run later says the same, not "0 examples"
     assert "no test rows (set data.test or data.split.test)" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_a_second_run_reuses_the_prepared_data(run_config):
+    from rich.console import Console
+
+    from tuneforge.train.pipeline import finetune as run_pipeline
+
+    texts, reports = [], []
+    for name in ("first", "second"):
+        console = Console(record=True, width=200)
+        result = run_pipeline(load_config(run_config(name=name, training={"max_steps": 1})), console=console)
+        texts.append(console.export_text())
+        reports.append(RunDir(result.run_dir).data_report.read_text())
+    assert "data: reused prepared cache" not in texts[0] and "data: reused prepared cache" in texts[1]
+    assert reports[0] == reports[1]
+    # data.cache: false prepares again.
+    console = Console(record=True, width=200)
+    run_pipeline(load_config(run_config(name="third", data={"cache": False}, training={"max_steps": 1})), console=console)
+    assert "data: reused prepared cache" not in console.export_text()

@@ -225,6 +225,13 @@ class DataConfig(_Section):
         "auto", description="Pack several examples per sequence (isolated attention); auto = on for training."
     )
     max_examples: Int | None = Field(None, gt=0, description="Use at most this many training rows (after split).")
+    num_proc: Int | None = Field(
+        None, gt=0, description="Processes that clean and tokenize (sources under 4096 rows use one); default: the CPU cores, at most 8."
+    )
+    cache: bool = Field(
+        True, description="Reuse prepared data from $TUNEFORGE_CACHE/data when sources, config, tokenizer and code match "
+        "(off by itself when the run encrypts its data)."
+    )
 
     @field_validator("train", "validation", "test", mode="before")
     @classmethod

@@ -124,10 +124,21 @@ def detect_format(rows: list[dict], path: str, *, objective: str = "sft") -> str
     Raises:
         DataError: data of the other kind than ``objective`` needs, or fields that fit no format.
     """
-    votes = Counter(detect_row_format(row) for row in rows)
+    return format_by_vote(Counter(detect_row_format(row) for row in rows), {k for row in rows[:20] for k in row}, path,
+                          objective=objective)
+
+
+def format_by_vote(votes: Counter, first_fields: set[str], path: str, *, objective: str = "sft") -> str:
+    """:func:`detect_format` from the votes of every row (counted while streaming a source).
+
+    Args:
+        votes: ``detect_row_format`` of each row.
+        first_fields: The fields of the first 20 rows (named in the error when no format fits).
+    """
+    votes = Counter(votes)
     votes.pop(None, None)
     if not votes:
-        fields = sorted({k for row in rows[:20] for k in row})
+        fields = sorted(first_fields)
         raise DataError(
             f"{path}: cannot detect the data format from the fields {fields}; expected one of "
             "alpaca (instruction/input/output), chat (messages), sharegpt (conversations), "

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import csv
 import difflib
+from collections import Counter
 import hashlib
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from tuneforge.config.schema import DatasetSource
-from tuneforge.data.formats import RowError, check_kind, detect_format, to_canonical, with_system_prompt
+from tuneforge.data.formats import RowError, check_kind, detect_row_format, format_by_vote, to_canonical, with_system_prompt
 from tuneforge.data.report import DataReport
 from tuneforge.errors import DataError
 
@@ -39,7 +40,8 @@ class RawRow:
 
 @dataclass(frozen=True)
 class RawSource:
-    rows: list[RawRow]
+    rows: Iterable[RawRow]
+    """A list, or for JSON Lines a re-readable stream (:class:`_JsonlRows`)."""
     by_line: bool
     """True when ``position`` is a line number."""
     note: str = ""
@@ -115,20 +117,37 @@ def _text(path: Path, content: bytes | None, newline: str | None = None) -> Any:
 _TOO_DEEP = "not valid JSON: nested too deeply (more levels than the JSON parser's recursion limit)"
 
 
+@dataclass(frozen=True)
+class _JsonlRows:
+    """The rows of a JSON Lines file, parsed again on each pass instead of held in memory.
+
+    Loading reads a file twice (once to count rows, vote on the format and check the
+    field map, once to convert), so a source larger than memory streams through.
+    """
+
+    path: Path
+    content: bytes | None = None
+    """The decrypted bytes of an encrypted file (in memory only, never on disk), else None."""
+
+    def __iter__(self) -> Iterator[RawRow]:
+        # Parsed line by line (not pandas.read_json(lines=True)) to keep each row's line number.
+        try:
+            with _text(self.path, self.content) as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        yield RawRow(lineno, json.loads(line), raw=line)
+                    except json.JSONDecodeError as exc:
+                        yield RawRow(lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", line)
+                    except RecursionError:
+                        yield RawRow(lineno, None, _TOO_DEEP, line[:200])
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{self.path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+
+
 def _read_jsonl(path: Path, content: bytes | None = None) -> RawSource:
-    # Parsed line by line (not pandas.read_json(lines=True)) to keep each row's line number.
-    rows = []
-    with _text(path, content) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(RawRow(lineno, json.loads(line), raw=line))
-            except json.JSONDecodeError as exc:
-                rows.append(RawRow(lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})", line))
-            except RecursionError:
-                rows.append(RawRow(lineno, None, _TOO_DEEP, line[:200]))
-    return RawSource(rows, by_line=True)
+    return RawSource(_JsonlRows(path, content), by_line=True)
 
 
 def _read_json(path: Path, content: bytes | None = None) -> RawSource:
@@ -142,8 +161,7 @@ def _read_json(path: Path, content: bytes | None = None) -> RawSource:
         raise DataError(f"{path}: {_TOO_DEEP}") from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # many ".json" files are JSON Lines
-            source = _read_jsonl(path, content)
-            return RawSource(source.rows, True, "read as JSON Lines (one object per line)")
+            return RawSource(_JsonlRows(path, content), True, "read as JSON Lines (one object per line)")
         raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     if isinstance(data, dict):
         key = next((k for k in ("data", "rows", "examples") if isinstance(data.get(k), list)), None)
@@ -237,26 +255,85 @@ def load_examples(
     Example:
         >>> examples = load_examples("data/tickets.jsonl", system_prompt="Classify the ticket.")
     """
+    return list(stream_examples(source, on_bad_rows=on_bad_rows, system_prompt=system_prompt, report=report,
+                                objective=objective, key=key))
+
+
+def stream_examples(
+    source: DatasetSource | str,
+    *,
+    on_bad_rows: str = "error",
+    system_prompt: str | None = None,
+    report: DataReport | None = None,
+    objective: str = "sft",
+    key: Any = None,
+) -> Iterator[dict]:
+    """:func:`load_examples` one example at a time: the checks of the whole source run now, the rows as iterated.
+
+    The first pass (row count, empty file, field map, format vote) happens before this returns, so
+    ``report.source(path).rows_read`` is known; a bad row raises (or is counted) when it is reached.
+    A JSON Lines source is never held in memory as a whole.
+    """
     src = DatasetSource(path=source) if isinstance(source, str) else source
     path = str(src.path)
     raw = read_rows(path, key)
     report = report if report is not None else DataReport()
     stats = report.source(path)
     stats.sha256, stats.note, stats.weight = source_digest(path), raw.note, src.weight
-    stats.rows_read = len(raw.rows)
-    if not raw.rows:
+    survey = _survey(raw.rows, src.field_map)
+    stats.rows_read = survey.rows
+    if not survey.rows:
         raise DataError(f"{path}: the file is empty (no rows)")
-    _check_field_map(src.field_map, [r.data for r in raw.rows if isinstance(r.data, dict)], path)
-    rows = [_rename(r.data, src.field_map) if isinstance(r.data, dict) else r.data for r in raw.rows]
-    parsed = [row for row in rows if isinstance(row, dict)]
+    _check_field_map(src.field_map, survey, path)
     fmt = src.format
-    if fmt == "auto" and parsed:
-        fmt = detect_format(parsed, path, objective=objective)
+    if fmt == "auto" and survey.parsed:
+        fmt = format_by_vote(survey.votes, survey.first_fields, path, objective=objective)
     elif fmt != "auto":
         check_kind(fmt, objective, path)
     stats.format = fmt
-    examples = []
-    for r, row in zip(raw.rows, rows):
+    return _examples(raw, src, fmt, on_bad_rows, system_prompt, report)
+
+
+@dataclass
+class _Survey:
+    """What the first pass over a source learns, in memory that does not grow with the rows."""
+
+    rows: int = 0
+    parsed: int = 0
+    """Rows that are JSON objects (the format vote counts only these)."""
+    fields: set[str] | None = None
+    """Every field name (before renaming), for the field_map check."""
+    mapped: set[str] | None = None
+    """The field_map keys some row has."""
+    votes: Counter | None = None
+    first_fields: set[str] | None = None
+    """Fields (after renaming) of the first 20 objects, named when no format fits."""
+
+
+def _survey(rows: Iterable[RawRow], field_map: dict[str, str]) -> _Survey:
+    survey = _Survey(fields=set(), mapped=set(), votes=Counter(), first_fields=set())
+    for r in rows:
+        survey.rows += 1
+        if not isinstance(r.data, dict):
+            continue
+        survey.fields.update(str(k) for k in r.data)
+        survey.mapped.update(old for old in field_map if old in r.data)
+        row = _rename(r.data, field_map)
+        if survey.parsed < 20:
+            survey.first_fields.update(row)
+        survey.parsed += 1
+        survey.votes[detect_row_format(row)] += 1
+    return survey
+
+
+def _examples(
+    raw: RawSource, src: DatasetSource, fmt: str, on_bad_rows: str, system_prompt: str | None, report: DataReport
+) -> Iterator[dict]:
+    path = str(src.path)
+    stats = report.source(path)
+    kept = 0
+    for r in raw.rows:
+        row = _rename(r.data, src.field_map) if isinstance(r.data, dict) else r.data
         meta = {"source": path, "line": r.position} if raw.by_line else {"source": path, "line": r.position, "record": r.position}
         where = location(meta)
         try:
@@ -270,29 +347,29 @@ def load_examples(
                 raise
             report.drop(path, exc.reason, where, r.raw or json.dumps(r.data, ensure_ascii=False, default=str))
             continue
-        examples.append({**with_system_prompt(example, system_prompt), "meta": meta})
-    stats.rows_kept = len(examples)
-    if not examples:
+        kept += 1
+        yield {**with_system_prompt(example, system_prompt), "meta": meta}
+    stats.rows_kept = kept
+    if not kept:
         drops = ", ".join(f"{reason} {d.count}" for reason, d in stats.drops.items())
         raise DataError(f"{path}: no usable rows ({stats.rows_read} read, all dropped: {drops})")
-    return examples
 
 
 def _rename(row: dict, field_map: dict[str, str]) -> dict:
     return {field_map.get(k, k): v for k, v in row.items()} if field_map else row
 
 
-def _check_field_map(field_map: dict[str, str], rows: list[dict], path: str) -> None:
+def _check_field_map(field_map: dict[str, str], survey: _Survey, path: str) -> None:
     """A field_map key that no row has is a typo: say so, with the closest existing field.
 
     Checked on the rows as read (before renaming): checking the renamed field instead would
     pass whenever the target name already exists, and the mapping would be silently ignored.
     """
-    if not rows:
+    if not survey.parsed:
         return
-    fields = sorted({str(k) for row in rows for k in row})
+    fields = sorted(survey.fields)
     for old, new in field_map.items():
-        if any(old in row for row in rows):
+        if old in survey.mapped:
             continue
         close = difflib.get_close_matches(old, fields, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -14,6 +14,7 @@ budget (:func:`token_batches`): packed rows make "8 rows" mean anything from
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +27,20 @@ from tuneforge.data.template import IGNORE_INDEX
 def pack_examples(
     examples: list[dict], max_length: int, *, seed: int = 0, longer_alone: bool = False
 ) -> list[list[dict]]:
-    """Group tokenized examples into rows of at most ``max_length`` tokens (first fit, seeded order).
+    """Group tokenized examples into rows of at most ``max_length`` tokens (best fit decreasing, seeded order).
 
-    First fit over a seeded shuffle keeps rows random (unlike sorting by length)
-    while wasting little space.
+    Best fit decreasing places the longest examples first, each into the row it
+    leaves the least space in, which wastes less of a row than first fit over a
+    random order (measured in the README) and runs in O(n log max_length): rows are
+    kept in buckets by free space, with the distinct free sizes in a sorted list.
+    The seed breaks ties between equal lengths and then shuffles the rows, so
+    their order stays random (the token-budget batching and the sampler rely on
+    that, not on packing, for variety).
 
     Args:
         examples: ``{"input_ids", "labels"}`` dicts.
         max_length: Token capacity of a row.
-        seed: Order of the shuffle.
+        seed: Order of equal-length examples and of the rows.
         longer_alone: An example longer than ``max_length`` gets a row of its own (when rows are
             sized by a token budget shorter than ``training.max_seq_length``); off: it is an error.
 
@@ -44,27 +50,46 @@ def pack_examples(
     Raises:
         ValueError: an example is longer than ``max_length`` and ``longer_alone`` is off.
     """
+    rng = random.Random(seed)
     order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
+    rng.shuffle(order)
+    lengths = [len(ex["input_ids"]) for ex in examples]
+    order.sort(key=lambda i: -lengths[i])  # stable: equal lengths keep the seeded order
     rows: list[list[dict]] = []
-    free: list[int] = []
+    by_free: dict[int, list[int]] = {}  # free space -> rows with exactly that much room
+    sizes: list[int] = []  # the keys of by_free, ascending
     for i in order:
-        n = len(examples[i]["input_ids"])
+        n = lengths[i]
         if n > max_length:
             if not longer_alone:
                 raise ValueError(f"example of {n} tokens does not fit a packed row of {max_length}")
             rows.append([examples[i]])
-            free.append(0)
             continue
-        for r, space in enumerate(free):
-            if n <= space:
-                rows[r].append(examples[i])
-                free[r] -= n
-                break
+        k = bisect.bisect_left(sizes, n)
+        if k < len(sizes):  # the fullest row that still has room
+            space = sizes[k]
+            r = by_free[space].pop()
+            if not by_free[space]:
+                del by_free[space], sizes[k]
+            rows[r].append(examples[i])
         else:
+            space, r = max_length, len(rows)
             rows.append([examples[i]])
-            free.append(max_length - n)
+        left = space - n
+        if left > 0:
+            if left not in by_free:
+                by_free[left] = []
+                bisect.insort(sizes, left)
+            by_free[left].append(r)
+    rng.shuffle(rows)
     return rows
+
+
+def padding_waste(rows: list[Any], max_length: int) -> float:
+    """Share of a packed row's capacity left empty, over all rows (0 = every row full)."""
+    used = sum(row_length(row) for row in rows)
+    capacity = sum(max(max_length, row_length(row)) for row in rows)
+    return 1 - used / capacity if capacity else 0.0
 
 
 @dataclass(frozen=True)

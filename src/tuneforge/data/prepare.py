@@ -20,14 +20,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tuneforge.config.schema import DataConfig, DatasetSource
-from tuneforge.data.clean import Dropped, check_length, clean_example, dedupe_key, texts
-from tuneforge.data.load import load_examples, location
+from tuneforge.data.cache import fingerprint, read_entry, write_entry
+from tuneforge.data.assess import Work, assess_all, choose_num_proc, snippet
+from tuneforge.data.clean import Dropped
+from tuneforge.data.load import location, stream_examples
 from tuneforge.data.report import DataReport
 from tuneforge.data.split import mix, split_indices
-from tuneforge.data.template import Encoded, describe_template, encode_example
+from tuneforge.data.template import Encoded, describe_template
 from tuneforge.errors import DataError
 
 ROLES = ("test", "validation", "train")  # the order sources are read in (see the module docstring)
@@ -46,6 +49,8 @@ class PreparedData:
         format: Detected format of the training data.
         report: What was kept, dropped and why.
         sources: ``path -> sha256`` of every file or folder read (for the run manifest).
+        cache_key: The fingerprint it is cached under ("" when caching was off).
+        reused: Read back from the cache instead of prepared.
     """
 
     train: list[dict]
@@ -56,6 +61,8 @@ class PreparedData:
     format: str
     report: DataReport
     sources: dict[str, str] = field(default_factory=dict)
+    cache_key: str = ""
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,9 @@ class _Row:
     """``(where, why)`` for a row longer than max_seq_length, kept only in case it is a test row."""
 
 
-def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, key: Any = None) -> PreparedData:
+def prepare(
+    cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, cache_dir: Path | None = None, key: Any = None,
+) -> PreparedData:
     """Load, clean, split, mix and tokenize the data of a run.
 
     Args:
@@ -77,6 +86,9 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, 
         max_seq_length: Longest sequence in tokens (``training.max_seq_length``).
         seed: Seed of the split, the weighted sampling and the training order.
         key: Decrypts encrypted data files (a :class:`tuneforge.security.Key`, from the ``security:`` section).
+        cache_dir: Cache prepared data here, keyed by :func:`~tuneforge.data.cache.fingerprint`, and
+            read it back when the key matches (``None``: no cache; runs use
+            :func:`~tuneforge.data.cache.cache_folder`).
 
     Returns:
         :class:`PreparedData` with tokenized train/validation sets, canonical splits and the report.
@@ -90,16 +102,30 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, 
         >>> data.report.write("runs/demo/data_report.json")
     """
     _check_distinct_paths(cfg)
-    report = DataReport(
-        template=describe_template(tokenizer),
-        redact_snippets=tuple(cfg.clean.pii_types) if cfg.clean.redact_pii else (),
-    )
+    if cache_dir is None:
+        return _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key)
+    entry_key = fingerprint(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed)
+    entry = read_entry(cache_dir, entry_key)
+    if entry is not None:
+        entry["report"].redact_snippets = _redacted_kinds(cfg)
+        return PreparedData(**entry, cache_key=entry_key, reused=True)
+    data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key)
+    write_entry(cache_dir, entry_key, data)
+    data.cache_key = entry_key
+    return data
+
+
+def _redacted_kinds(cfg: DataConfig) -> tuple[str, ...]:
+    return tuple(cfg.clean.pii_types) if cfg.clean.redact_pii else ()
+
+
+def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, key: Any = None) -> PreparedData:
+    report = DataReport(template=describe_template(tokenizer), redact_snippets=_redacted_kinds(cfg))
     seen: set[str] = set()
+    work = Work(cfg.clean, tokenizer, max_seq_length)
     loaded: dict[str, list[tuple[DatasetSource, list[_Row]]]] = {}
     for role in ROLES:
-        loaded[role] = [
-            (src, _load_source(src, role, cfg, tokenizer, report, seen, max_seq_length, key)) for src in getattr(cfg, role)
-        ]
+        loaded[role] = [(src, _load_source(src, role, cfg, work, report, seen, key)) for src in getattr(cfg, role)]
     pool = [row for _, rows in loaded["train"] for row in rows]
     if not pool:
         drops = Counter({reason: d.count for s in report.sources.values() for reason, d in s.drops.items()})
@@ -160,43 +186,44 @@ def _check_distinct_paths(cfg: DataConfig) -> None:
 
 
 def _load_source(
-    src: DatasetSource, role: str, cfg: DataConfig, tokenizer: Any, report: DataReport, seen: set[str], max_seq_length: int,
-    key: Any = None,
+    src: DatasetSource, role: str, cfg: DataConfig, work: Work, report: DataReport, seen: set[str], key: Any = None,
 ) -> list[_Row]:
-    """Load one source and clean, dedupe and fit its rows; every row left out is counted in the report."""
-    examples = load_examples(src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, key=key)
+    """Load one source and clean, dedupe and fit its rows; every row left out is counted in the report.
+
+    The per-row work runs in :func:`~tuneforge.data.assess.assess_all` (possibly in other
+    processes); deduplication and the report are decided here, row by row in file order.
+    """
+    # Streamed: rows go from the file to the workers without all of them being held at once.
+    examples = stream_examples(src, on_bad_rows=cfg.on_bad_rows, system_prompt=cfg.system_prompt, report=report, key=key)
     stats = report.source(src.path)
     stats.role = role
     rows = []
-    for example in examples:
-        where = location(example["meta"])
-        oversized = check_length(example, max_seq_length)
-        if oversized is not None:  # before cleaning: its regexes would crawl over a huge row too
-            report.drop(src.path, oversized.reason, where, oversized.detail)
+    procs = choose_num_proc(cfg.num_proc, stats.rows_read)
+    assessed = assess_all(((ex, location(ex["meta"])) for ex in examples), work, num_proc=procs)
+    for row in assessed:
+        where = row.where
+        if row.dropped is not None:
+            report.drop(src.path, row.dropped.reason, where, row.dropped.detail)
             continue
-        cleaned = clean_example(example, cfg.clean)
-        if isinstance(cleaned, Dropped):
-            report.drop(src.path, cleaned.reason, where, _snippet(example))
+        if row.key is not None and row.key in seen:
+            report.drop(src.path, "duplicate", where, snippet(row.example))
             continue
-        example = cleaned.example
-        key = dedupe_key(example, cfg.clean.dedupe)
-        if key is not None and key in seen:
-            report.drop(src.path, "duplicate", where, _snippet(example))
-            continue
-        encoded = encode_example(example, tokenizer, max_seq_length=max_seq_length, too_long=cfg.clean.too_long)
+        encoded = row.encoded
+        if isinstance(encoded, DataError):
+            raise encoded
         too_long = None
         if isinstance(encoded, Dropped):
             if encoded.reason != "too_long" or not _may_be_test(role, cfg):
                 report.drop(src.path, encoded.reason, where, encoded.detail)
                 continue
             too_long, encoded = (where, encoded.detail), None
-        if key is not None:
-            seen.add(key)
-        for kind, n in cleaned.redactions.items():
+        if row.key is not None:
+            seen.add(row.key)
+        for kind, n in row.redactions.items():
             stats.pii_redactions[kind] = stats.pii_redactions.get(kind, 0) + n
         stats.truncated += bool(encoded and encoded.truncated)
         # Test rows are evaluated by generation, from the canonical example; their tokens are not kept.
-        rows.append(_Row(src.path, example, dedupe_key(example, "exact"), None if role == "test" else encoded, too_long))
+        rows.append(_Row(src.path, row.example, row.exact_key, None if role == "test" else encoded, too_long))
     stats.rows_kept = len(rows)
     return rows
 
@@ -217,10 +244,6 @@ def _drop_too_long(rows: list[_Row], report: DataReport) -> list[_Row]:
         report.drop(row.source, "too_long", where, why)
         report.source(row.source).rows_kept -= 1
     return kept
-
-
-def _snippet(example: dict) -> str:
-    return " / ".join(texts(example))
 
 
 def _mix_and_cap(

@@ -23,7 +23,7 @@ Raw text examples are trained on every token (labels = input_ids, eos appended).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.data.clean import Dropped
 from tuneforge.errors import DataError
@@ -38,8 +38,9 @@ _PROBE = "TUNEFORGE_END_OF_TURN_PROBE"
 class Encoded:
     """A tokenized example and whether it was cut to fit."""
 
-    input_ids: list[int]
-    labels: list[int]
+    input_ids: Sequence[int]
+    labels: Sequence[int]
+    """Lists, or compact ``array("i")`` while preparation holds many rows (:func:`~tuneforge.data.assess.assess`)."""
     truncated: bool = False
 
     def as_dict(self) -> dict[str, list[int]]:
@@ -123,7 +124,8 @@ def render_conversation(messages: list[dict], tokenizer: Any) -> tuple[str, list
         if message["role"] != "assistant":
             continue
         before = _render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = _render(tokenizer, messages[: i + 1])
+        # The last turn's prefix is the whole conversation: reuse its rendering (a third of the renders).
+        upto = full if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1])
         if not (upto.startswith(before) and full.startswith(upto)):
             raise DataError(
                 "the tokenizer's chat template does not render conversations prefix by prefix (adding turn "

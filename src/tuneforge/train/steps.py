@@ -39,9 +39,12 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
         The :class:`tuneforge.data.PreparedData`.
     """
     from tuneforge import data as data_stage
+    from tuneforge.data.cache import cache_folder
 
     prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
-                                  key=ctx.sealer.key)
+                                  cache_dir=cache_folder(cfg), key=ctx.sealer.key)
+    if prepared.reused and ctx.is_main:
+        console.print(f"data: reused prepared cache {prepared.cache_key}")
     ctx.begin(
         report=prepared.report, sources=prepared.sources,
         splits={"test": prepared.test_examples, "validation": prepared.validation_examples},
