@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config._types import Float, Int, Section as _Section, _refuse_bool  # noqa: F401 (re-exported)
+from tuneforge.config.reward import RewardConfig
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -228,7 +229,7 @@ class EarlyStoppingConfig(_Section):
         return value
 
 
-Objective = Literal["sft", "dpo"]
+Objective = Literal["sft", "dpo", "reward"]
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
 
@@ -288,9 +289,11 @@ class TrainingConfig(_Section):
     objective: Objective = Field(
         "sft",
         description="What training optimises; selects a recipe. sft: supervised fine-tuning on answers; "
-        "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo).",
+        "dpo: direct preference optimisation on chosen/rejected pairs (see training.dpo); "
+        "reward: a reward model (a scalar score head) trained on chosen/rejected pairs (see training.reward).",
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO settings (objective dpo).")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward-model settings (objective reward).")
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
@@ -467,10 +470,13 @@ class RunConfig(_Section):
             )
         # Preference objectives take the reference to be the base with the adapter switched off;
         # other methods would need a second full copy of the model.
+        # A reward model is a LoRA adapter plus its score head (saved with the adapter, in modules_to_save).
         if self.training.objective != "sft" and self.method.name not in ("lora", "dora"):
+            why = ("the score head is trained and saved with the adapter" if self.training.objective == "reward"
+                   else "the reference model is the base with the adapter switched off")
             raise ValueError(
                 f"training.objective '{self.training.objective}' needs method.name 'lora' or 'dora' "
-                f"(got '{self.method.name}'): the reference model is the base with the adapter switched off"
+                f"(got '{self.method.name}'): {why}"
             )
         if self.search is not None and self.training.eval_strategy == "no":
             # Trials report validation metrics to the pruner and are scored on them: no evaluation, no search.

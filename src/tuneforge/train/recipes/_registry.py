@@ -18,6 +18,7 @@ from tuneforge.errors import ConfigError
 RECIPES: dict[str, str] = {
     "sft": "tuneforge.train.recipes.sft:run",
     "dpo": "tuneforge.train.recipes.dpo:run",
+    "reward": "tuneforge.train.recipes.reward:run",
 }
 
 
