@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
-import yaml
 
 from tuneforge import ConfigError, finetune, load_config
-from tuneforge.errors import DataError
+from tuneforge.errors import DataError, ModelError
 
-from .conftest import LABELS, TICKETS
-
-MARK = "zq"
+from ..conftest import REWARD_MARK, reward_run_config
 
 
-def write_separable_pairs(path, n=80, seed=0):
-    """Chosen answers carry a marker token the rejected answers never hold; otherwise the sides look alike."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = LABELS[i % len(LABELS)]
-        text = rng.choice(TICKETS[label]).format(n=rng.randint(100, 999999))
-        other = LABELS[(i + 1) % len(LABELS)]
-        good, bad = (f"{MARK} {label}", other) if i % 2 else (f"{MARK} {other}", label)
-        rows.append({"prompt": f"Classify the ticket: {text}", "chosen": good, "rejected": bad})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture
-def reward_config(run_config, tmp_path):
-    def make(name="reward", **sections):
-        path = run_config(name, **sections)
-        cfg = yaml.safe_load(path.read_text())
-        cfg["data"] = {"train": str(write_separable_pairs(tmp_path / "pairs.jsonl")),
-                       "split": {"validation": 0.05, "test": 0.25}}
-        cfg["training"] = {**cfg["training"], "objective": "reward", "max_steps": 40, "logging_steps": 5,
-                           "save_steps": 100, "learning_rate": 2e-2, "per_device_batch_size": 8,
-                           **sections.get("training", {})}
-        path.write_text(yaml.safe_dump(cfg))
-        return path
-
-    return make
-
-
-def test_reward_accuracy_rises_from_chance_and_the_scorer_agrees(reward_config):
-    result = finetune(reward_config(eval={"enabled": True, "bootstrap_samples": 200}))
+def test_reward_accuracy_rises_from_chance_and_the_scorer_agrees(tiny_model_dir, tmp_path):
+    result = finetune(reward_run_config(tiny_model_dir, tmp_path))
     logs = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in logs if "accuracy" in r and "loss" in r]
     assert len(train) >= 3 and train[-1]["loss"] < train[0]["loss"] - 0.2
@@ -65,26 +31,24 @@ def test_reward_accuracy_rises_from_chance_and_the_scorer_agrees(reward_config):
     # The head is saved inside the adapter, and the loader gives the same scores as the evaluation.
     adapter_cfg = json.loads((run / "adapter" / "adapter_config.json").read_text())
     assert adapter_cfg["task_type"] == "SEQ_CLS" and "score" in adapter_cfg["modules_to_save"]
+    assert not any("score" in m for m in adapter_cfg["target_modules"])  # trained whole, not through LoRA
     from tuneforge.eval.reward import load_reward_model
 
     scorer = load_reward_model(run)
     rows = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     got = scorer.score([r["prompt"] for r in rows], [r["chosen"] for r in rows], batch_size=3)
     assert got == pytest.approx([r["chosen_reward"] for r in rows], abs=1e-4)
-    # A completion with the marker outscores the same completion without it.
-    assert scorer.score(["Classify the ticket: where is my parcel 12"] * 2, [f"{MARK} shipping", "shipping"]) == \
-        pytest.approx(sorted(scorer.score(["Classify the ticket: where is my parcel 12"] * 2,
-                                          [f"{MARK} shipping", "shipping"]), reverse=True))
+    # A string prompt is one user turn; the marker wins on a prompt never seen.
+    marked, plain = scorer.score(["Classify the ticket: where is my parcel 12"] * 2, [f"{REWARD_MARK} shipping", "shipping"])
+    assert marked > plain
 
 
-def test_a_reward_run_cannot_be_loaded_to_generate_and_a_causal_run_is_not_a_reward_model(reward_config, run_config):
-    from tuneforge.errors import ModelError
+def test_a_reward_run_cannot_be_loaded_to_generate_and_a_causal_run_is_not_a_reward_model(reward_run, run_config):
     from tuneforge.eval.reward import load_reward_model
     from tuneforge.models.load import load
 
-    reward = finetune(reward_config("reward-small", training={"max_steps": 2})).run_dir
     with pytest.raises(ModelError, match=r"is a reward model: it scores .* cannot generate"):
-        load(reward)
+        load(reward_run)
     sft = finetune(run_config("sft-small", training={"max_steps": 1})).run_dir
     with pytest.raises(ModelError, match=r"is not a reward model \(it is a run of a causal language model\)"):
         load_reward_model(sft)

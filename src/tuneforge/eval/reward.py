@@ -91,6 +91,14 @@ class RewardScorer:
                 raise DataError(f"input {i}: {exc}") from None
         return score_ids(self.model, ids, pad_token_id=self.tokenizer.pad_token_id, batch_size=batch_size)
 
+    def score_pairs(self, pairs: Sequence[dict], *, batch_size: int = SCORE_BATCH) -> Any:
+        """``(n, 2)`` array: the rewards of the chosen and the rejected answer of each canonical pair."""
+        import numpy as np
+
+        prompts = [pair["prompt"] for pair in pairs]
+        return np.stack([self.score(prompts, [pair[k] for pair in pairs], batch_size=batch_size)
+                         for k in ("chosen", "rejected")], axis=1)
+
 
 @torch.no_grad()
 def score_ids(model: Any, ids: Sequence[list[int]], *, pad_token_id: int, batch_size: int = SCORE_BATCH) -> list[float]:

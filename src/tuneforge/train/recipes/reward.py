@@ -99,9 +99,9 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, pairs:
 
     started = time.perf_counter()
     scorer = RewardScorer(model.eval(), tokenizer, cfg.training.max_seq_length, str(ctx.root))
-    tuned = pair_rewards(scorer, pairs)
+    tuned = scorer.score_pairs(pairs)
     with model.disable_adapter():
-        base = pair_rewards(scorer, pairs)
+        base = scorer.score_pairs(pairs)
     result = compare_rewards(base, tuned, samples=cfg.eval.bootstrap_samples, seed=cfg.training.seed,
                              tuned_name=cfg.name)
     result.settings["data"] = "held-out test pairs"
@@ -119,16 +119,6 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, pairs:
     manifest["eval_seconds"] = round(time.perf_counter() - started, 1)
     ctx.write_json("manifest.json", manifest)
     return result
-
-
-def pair_rewards(scorer: Any, pairs: Sequence[dict]) -> Any:
-    """``(n, 2)`` rewards of the chosen and the rejected answer of each pair."""
-    import numpy as np
-
-    prompts = [pair["prompt"] for pair in pairs]
-    chosen = scorer.score(prompts, [pair["chosen"] for pair in pairs])
-    rejected = scorer.score(prompts, [pair["rejected"] for pair in pairs])
-    return np.stack([chosen, rejected], axis=1)
 
 
 def _dataset(pairs: list[dict], tokenizer: Any) -> Any:
