@@ -13,7 +13,8 @@ from ..conftest import REWARD_MARK, reward_run_config
 
 
 def test_reward_accuracy_rises_from_chance_and_the_scorer_agrees(tiny_model_dir, tmp_path):
-    result = finetune(reward_run_config(tiny_model_dir, tmp_path))
+    config = reward_run_config(tiny_model_dir, tmp_path)
+    result = finetune(config)
     logs = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in logs if "accuracy" in r and "loss" in r]
     assert len(train) >= 3 and train[-1]["loss"] < train[0]["loss"] - 0.2
@@ -26,6 +27,8 @@ def test_reward_accuracy_rises_from_chance_and_the_scorer_agrees(tiny_model_dir,
     stored = json.loads((run / "eval" / "metrics.json").read_text())
     assert stored["metrics"]["pairwise_accuracy"]["tuned"] == pairwise.tuned
     assert "pairwise_accuracy" in (run / "eval" / "report.md").read_text()
+    again = finetune(config)  # a finished run trains nothing and shows its stored evaluation
+    assert again.eval.metrics["pairwise_accuracy"].tuned == pairwise.tuned
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["task"] == "reward" and manifest["objective"] == "reward" and manifest["tokens_seen"] > 0
     # The head is saved inside the adapter, and the loader gives the same scores as the evaluation.
