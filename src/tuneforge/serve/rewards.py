@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tuneforge.errors import DataError
 from tuneforge.serve.http_errors import APIError
+from tuneforge.serve.routes import _check_model, _ctx  # the model and scope checks every route shares
 from tuneforge.serve.schemas import ChatMessage, _Request
 
 router = APIRouter()
@@ -69,7 +70,6 @@ class RewardResponse(BaseModel):
 @router.post("/v1/rewards")
 async def rewards(body: RewardRequest, request: Request) -> RewardResponse:
     from tuneforge.eval.reward import encode, score_ids
-    from tuneforge.serve.routes import _check_model, _ctx
 
     ctx = _ctx(request)
     _check_model(ctx, request, body.model)
