@@ -83,4 +83,10 @@ def reward_run(tiny_model_dir, tmp_path_factory):
     """A trained reward-model run over the tiny model (separable pairs): its run directory."""
     from tuneforge import finetune
 
-    return finetune(reward_run_config(tiny_model_dir, tmp_path_factory.mktemp("reward"))).run_dir
+    import yaml
+
+    path = reward_run_config(tiny_model_dir, tmp_path_factory.mktemp("reward"))
+    cfg = yaml.safe_load(path.read_text())
+    cfg["eval"]["baseline"] = None  # no untrained-head pass (tests/train/test_reward.py checks that it is skipped)
+    path.write_text(yaml.safe_dump(cfg))
+    return finetune(path).run_dir

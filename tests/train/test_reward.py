@@ -52,6 +52,11 @@ def test_a_reward_run_cannot_be_loaded_to_generate_and_a_causal_run_is_not_a_rew
 
     with pytest.raises(ModelError, match=r"is a reward model: it scores .* cannot generate"):
         load(reward_run)
+    # eval.baseline: null (this run's) skips the untrained head: no base column, no untrained rewards.
+    stored = json.loads((reward_run / "eval" / "metrics.json").read_text())["metrics"]["pairwise_accuracy"]
+    assert stored["base"] is None and stored["tuned"] >= 0.9
+    first = json.loads((reward_run / "eval" / "predictions.jsonl").read_text().splitlines()[0])
+    assert "chosen_reward" in first and "untrained_chosen_reward" not in first
     sft = finetune(run_config("sft-small", training={"max_steps": 1})).run_dir
     with pytest.raises(ModelError, match=r"is not a reward model \(it is a run of a causal language model\)"):
         load_reward_model(sft)
@@ -62,5 +67,8 @@ def test_reward_needs_pairs_and_an_adapter(run_config):
         finetune(run_config("reward-sft-data", training={"objective": "reward"}))
     with pytest.raises(ConfigError, match=r"'reward' needs method.name 'lora' or 'dora' \(got 'full'\): the score head"):
         load_config(run_config("reward-full", method={"name": "full"}, training={"objective": "reward"}))
+    with pytest.raises(ConfigError, match=r"eval.baseline: a reward model is compared with its untrained head"):
+        finetune(run_config("reward-baseline",
+                            training={"objective": "reward"}, eval={"baseline": "runs/other"}))
     with pytest.raises(ConfigError, match=r"training.reward.center_rewards_coefficient"):
         load_config(run_config("reward-neg", training={"objective": "reward", "reward": {"center_rewards_coefficient": -1}}))

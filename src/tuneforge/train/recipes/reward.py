@@ -21,6 +21,7 @@ from typing import Any
 from trl import RewardTrainer
 
 from tuneforge.config.schema import RunConfig
+from tuneforge.errors import ConfigError
 from tuneforge.train import steps
 from tuneforge.train.context import RunContext
 from tuneforge.train.result import FinetuneResult
@@ -38,6 +39,9 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
     from tuneforge.train.args import resolve_precision, training_arguments
 
     started = time.perf_counter()
+    if cfg.eval.baseline not in ("base", None):  # found now, not after training
+        raise ConfigError(f"eval.baseline: a reward model is compared with its untrained head ('base') or with "
+                          f"nothing (null), not {cfg.eval.baseline!r}")
 
     # --- setup
     precision = resolve_precision(cfg.training.precision)
@@ -88,8 +92,8 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, pairs:
     """Pairwise accuracy of the trained vs the untrained head on held-out pairs, into ``eval/`` and the report.
 
     The untrained side is the same weights with the adapter switched off (PEFT then uses the
-    original, randomly initialised head), so it costs one more pass and no second model.
-    Returns ``None`` when evaluation is off or there are no test pairs.
+    original, randomly initialised head), so it costs one more pass and no second model;
+    ``eval.baseline: null`` skips it. Returns ``None`` when evaluation is off or there are no test pairs.
     """
     if not cfg.eval.enabled or not pairs:
         return None
@@ -100,16 +104,19 @@ def evaluate(ctx: RunContext, cfg: RunConfig, model: Any, tokenizer: Any, pairs:
     started = time.perf_counter()
     scorer = RewardScorer(model.eval(), tokenizer, cfg.training.max_seq_length, str(ctx.root))
     tuned = scorer.score_pairs(pairs)
-    with model.disable_adapter():
-        base = scorer.score_pairs(pairs)
+    base = None
+    if cfg.eval.baseline is not None:
+        with model.disable_adapter():
+            base = scorer.score_pairs(pairs)
     result = compare_rewards(base, tuned, samples=cfg.eval.bootstrap_samples, seed=cfg.training.seed,
                              tuned_name=cfg.name)
     result.settings["data"] = "held-out test pairs"
     predictions = [
         {"index": i, "prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"],
          "chosen_reward": float(t[0]), "rejected_reward": float(t[1]), "correct": bool(t[0] > t[1]),
-         "untrained_chosen_reward": float(b[0]), "untrained_rejected_reward": float(b[1])}
-        for i, (pair, t, b) in enumerate(zip(pairs, tuned, base))
+         **({} if base is None else {"untrained_chosen_reward": float(base[i][0]),
+                                     "untrained_rejected_reward": float(base[i][1])})}
+        for i, (pair, t) in enumerate(zip(pairs, tuned))
     ]
     ctx.write_json("eval/metrics.json", result.to_dict())
     ctx.write_jsonl("eval/predictions.jsonl", predictions)
