@@ -18,7 +18,9 @@ def test_score_pairs_prints_accuracy_and_writes_one_row_per_pair(reward_run, tmp
     assert all(r["correct"] == (r["chosen_reward"] > r["rejected_reward"]) for r in rows)
     assert sum(r["correct"] for r in rows) >= 20  # unseen pairs, ranked by the marker
     err = capsys.readouterr().err
-    assert "pairwise_accuracy" in err and "scored 24 pairs" in err
+    accuracy = sum(r["correct"] for r in rows) / 24
+    assert f"pairwise_accuracy {accuracy:.3f} (95% CI [" in err and "n=24; chance 0.5)" in err
+    assert "scored 24 pairs" in err
 
 
 def test_score_completions_prints_one_reward_per_row(reward_run, tmp_path, capsys):

@@ -72,3 +72,14 @@ def test_reward_needs_pairs_and_an_adapter(run_config):
                             training={"objective": "reward"}, eval={"baseline": "runs/other"}))
     with pytest.raises(ConfigError, match=r"training.reward.center_rewards_coefficient"):
         load_config(run_config("reward-neg", training={"objective": "reward", "reward": {"center_rewards_coefficient": -1}}))
+
+
+def test_the_evaluation_scores_as_the_reloaded_model_does_after_bf16_training(tiny_model_dir, tmp_path):
+    # Trained under bf16 autocast, evaluated in the weights' precision: the rewards in eval/ are the ones
+    # load_reward_model (and so `tuneforge score` and the server) gives, not autocast's approximations.
+    from tuneforge.eval.reward import load_reward_model
+
+    run = finetune(reward_run_config(tiny_model_dir, tmp_path, name="reward-bf16", precision="bf16", max_steps=10)).run_dir
+    rows = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    got = load_reward_model(run).score([r["prompt"] for r in rows], [r["rejected"] for r in rows])
+    assert got == pytest.approx([r["rejected_reward"] for r in rows], abs=1e-5)

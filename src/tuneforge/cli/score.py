@@ -30,6 +30,9 @@ def score(
         for row in result.rows:
             typer.echo(json.dumps(row, ensure_ascii=False))
     if result.eval is not None:
-        console.print(result.eval.summary_table())
+        acc = result.eval.metrics["pairwise_accuracy"]
+        lo, hi = acc.tuned_ci
+        console.print(f"pairwise_accuracy {acc.tuned:.3f} (95% CI [{lo:.3f}, {hi:.3f}], n={acc.n}; chance 0.5)",
+                      highlight=False)
     console.print(f"scored {len(result.rows)} {result.kind}" + (f" into {out}" if out else ""), highlight=False)
     return 0

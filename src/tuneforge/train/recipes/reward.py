@@ -82,8 +82,11 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
         f"{meter.overall():.0f} tokens/s ({precision}); adapter + {head} head in {weights}"
     )
 
-    # --- evaluate: pairwise accuracy on the held-out pairs (a reward model does not generate)
-    result.eval = evaluate(ctx, cfg, trainer.model, tokenizer, pairs.test, console, result.manifest)
+    # --- evaluate: pairwise accuracy on the held-out pairs (a reward model does not generate), in the
+    # weights' own precision as load_reward_model() and the server score: without unwrapping, accelerate's
+    # bf16 autocast stays on the forward and rewards differ by a few hundredths (a pair flipped on SmolLM2).
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+    result.eval = evaluate(ctx, cfg, model, tokenizer, pairs.test, console, result.manifest)
     return result
 
 
