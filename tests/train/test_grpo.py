@@ -102,3 +102,21 @@ def test_validate_reads_supervised_rows_as_grpo_prompts_and_checks_labels_on_the
                      eval={"enabled": True, "labels": ["spam", "ham"]})
     assert main(["validate", str(bad)]) == 2
     assert "eval.labels match none of the" in capsys.readouterr().err
+
+
+def test_rlhf_grpo_is_rewarded_by_a_trained_reward_model_run(grpo_config, reward_run):
+    """`rewards: [{model: RUN}]`: completions are scored by the reward-model run (the same scorer as `tuneforge score`)."""
+    import math
+
+    from tuneforge.eval.reward import load_reward_model
+
+    result = finetune(grpo_config(name="rlhf", grpo={"rewards": [{"model": str(reward_run)}]}, max_steps=4, logging_steps=2))
+    logs = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logs if "rewards/reward_model/mean" in r]
+    assert train, "the reward model's column is not logged"
+    assert all(math.isfinite(r["rewards/reward_model/mean"]) for r in train)
+    assert any(r["reward_std"] > 0 for r in train)  # real scores vary within a group; a constant stand-in would not
+    # The scorer separates the marker the reward model was trained on, so GRPO gets a usable signal from it.
+    scorer = load_reward_model(reward_run)
+    marked, plain = scorer.score(["Classify the ticket: refund please"] * 2, ["zq refund", "refund"])
+    assert marked > plain

@@ -10,7 +10,7 @@ from tuneforge.train.recipes import RECIPES, get_recipe, list_recipes
 
 
 def test_the_registry_lists_sft_and_every_schema_objective_has_a_recipe():
-    assert list_recipes() == ["sft", "dpo", "kto", "orpo", "grpo", "distill"]
+    assert list_recipes() == ["sft", "dpo", "reward", "kto", "orpo", "grpo", "distill"]
     # The schema accepts exactly the objectives that run.
     assert set(get_args(Objective)) == set(RECIPES)
     from tuneforge.train.recipes.sft import run
@@ -19,7 +19,7 @@ def test_the_registry_lists_sft_and_every_schema_objective_has_a_recipe():
 
 
 def test_an_unknown_objective_is_a_config_error_listing_what_exists():
-    with pytest.raises(ConfigError, match=r"training.objective: no recipe 'ppo'; implemented objectives: sft, dpo, kto, orpo, grpo, distill"):
+    with pytest.raises(ConfigError, match=r"training.objective: no recipe 'ppo'; implemented objectives: sft, dpo, reward, kto, orpo, grpo, distill"):
         get_recipe("ppo")
 
 

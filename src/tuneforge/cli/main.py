@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "eval": "tuneforge.cli.eval:evaluate",
     "report": "tuneforge.cli.report:report",
     "compare": "tuneforge.cli.compare:compare",
+    "score": "tuneforge.cli.score:score",
     "serve": "tuneforge.cli.serve:serve",
     "keys": "tuneforge.cli.keys:app",
     "merge": "tuneforge.cli.merge:merge",

@@ -19,6 +19,7 @@ from tuneforge.config.distill import DistillConfig, EndpointTeacher  # noqa: F40
 from tuneforge.config.grpo import GrpoConfig, RewardSource  # noqa: F401 (re-exported)
 from tuneforge.config.kto import KtoConfig, KtoLoss  # noqa: F401 (re-exported)
 from tuneforge.config.orpo import OrpoConfig
+from tuneforge.config.reward import RewardConfig
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 from tuneforge.config.security import SecurityConfig
 
@@ -259,7 +260,7 @@ class EarlyStoppingConfig(_Section):
         return value
 
 
-Objective = Literal["sft", "dpo", "kto", "orpo", "grpo", "distill"]
+Objective = Literal["sft", "dpo", "reward", "kto", "orpo", "grpo", "distill"]
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
 
@@ -323,12 +324,14 @@ class TrainingConfig(_Section):
         "distill: learn from a teacher model (see the distill section); "
         "kto: Kahneman-Tversky optimisation on answers labelled desirable or not, or on pairs (training.kto); "
         "orpo: odds-ratio preference optimisation on pairs, SFT and preference in one stage (training.orpo); "
-        "grpo: online RL, sampled completions scored by rewards (training.grpo).",
+        "grpo: online RL, sampled completions scored by rewards (training.grpo); "
+        "reward: a reward model (a scalar score head) trained on chosen/rejected pairs (see training.reward).",
     )
     dpo: DpoConfig = Field(default_factory=DpoConfig, description="DPO settings (objective dpo).")
     kto: KtoConfig = Field(default_factory=KtoConfig, description="KTO settings (objective kto).")
     orpo: OrpoConfig = Field(default_factory=OrpoConfig, description="ORPO settings (objective orpo).")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="GRPO settings and rewards (objective grpo).")
+    reward: RewardConfig = Field(default_factory=RewardConfig, description="Reward-model settings (objective reward).")
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
@@ -529,10 +532,13 @@ class RunConfig(_Section):
                 f"the distill section is used only with training.objective 'distill' (it is '{self.training.objective}')"
             )
         # A distillation student trains like SFT (any method); its teacher is a separate model.
+        # A reward model is a LoRA adapter plus its score head (saved with the adapter, in modules_to_save).
         if self.training.objective not in ("sft", "distill") and self.method.name not in ("lora", "dora"):
+            why = ("the score head is trained and saved with the adapter" if self.training.objective == "reward"
+                   else "the reference model is the base with the adapter switched off")
             raise ValueError(
                 f"training.objective '{self.training.objective}' needs method.name 'lora' or 'dora' "
-                f"(got '{self.method.name}'): the reference model is the base with the adapter switched off"
+                f"(got '{self.method.name}'): {why}"
             )
         if self.search is not None and self.training.eval_strategy == "no":
             # Trials report validation metrics to the pruner and are scored on them: no evaluation, no search.

@@ -13,6 +13,10 @@ and the tuned model. Reported, with the paired bootstrap of :mod:`tuneforge.eval
 For KTO's judged answers (one answer labelled desirable or not, no pair), the implied reward
 ``beta * (log p_t(a) - log p_b(a))`` should be above 0 for desirable answers and below for
 undesirable ones: ``judged_reward_accuracy`` is the share where its sign agrees with the label.
+
+A reward model (``training.objective: reward``) is scored by :func:`compare_rewards` instead:
+``pairwise_accuracy``, the share of pairs with ``r(chosen) > r(rejected)``, the untrained head
+vs the trained model (chance is 0.5), and the mean margin ``r(chosen) - r(rejected)``.
 """
 
 from __future__ import annotations
@@ -98,4 +102,35 @@ def compare_pairs(
     return EvalResult(
         metrics=metrics, examples=n, tuned_name=tuned_name, baseline_name="base",
         settings={"kind": "preference pairs", "bootstrap_samples": samples, "seed": seed, "beta": beta},
+    )
+
+
+def compare_rewards(base: np.ndarray | None, tuned: np.ndarray, *, samples: int, seed: int, tuned_name: str) -> EvalResult:
+    """Pairwise accuracy of a reward model with 95% bootstrap intervals, vs the untrained head when given.
+
+    Args:
+        base: ``(n, 2)`` rewards of the chosen and the rejected answer under the untrained head, or None.
+        tuned: The same under the trained reward model.
+
+    Example:
+        >>> result = compare_rewards(None, np.array([[2., -1.], [0., 1.]]), samples=100, seed=0, tuned_name="rm")
+        >>> result.metrics["pairwise_accuracy"].tuned
+        0.5
+    """
+    n = len(tuned)
+    indices = bootstrap_indices(n, samples, seed)
+    accuracy = _mean("pairwise_accuracy", tuned[:, 0] > tuned[:, 1])
+    margin = _mean("reward_margin", tuned[:, 0] - tuned[:, 1])
+    if base is None:
+        pairwise = MetricComparison("pairwise_accuracy", accuracy.value, single_bootstrap(accuracy, indices), True, n=n)
+    else:
+        p = paired_bootstrap(_mean("pairwise_accuracy", base[:, 0] > base[:, 1]), accuracy, indices)
+        pairwise = MetricComparison("pairwise_accuracy", p.tuned, p.tuned_ci, True, p.base, p.base_ci, p.diff, p.diff_ci, n=n)
+    return EvalResult(
+        metrics={
+            "pairwise_accuracy": pairwise,
+            "reward_margin": MetricComparison("reward_margin", margin.value, single_bootstrap(margin, indices), True, n=n),
+        },
+        examples=n, tuned_name=tuned_name, baseline_name="untrained head" if base is not None else None,
+        settings={"kind": "reward model on preference pairs", "chance": 0.5, "bootstrap_samples": samples, "seed": seed},
     )

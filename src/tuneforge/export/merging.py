@@ -95,6 +95,16 @@ def load_merged(source: Source, *, trust_remote_code: bool = False) -> tuple[Any
     from tuneforge.config.schema import ModelConfig
     from tuneforge.models import load, load_model
 
+    if is_reward_model(source):
+        # A reward model loads through its scorer (sequence classification); merging folds the
+        # LoRA weights in and keeps the trained score head in place of the new one.
+        from tuneforge.eval.reward import load_reward_model
+
+        scorer = load_reward_model(source.path, trust_remote_code=trust_remote_code)
+        model = scorer.model
+        if getattr(model, "peft_config", None):
+            model = model.merge_and_unload(safe_merge=True)
+        return model, scorer.tokenizer, base_model_path(source) or str(source.path)
     if source.kind == "model":
         return load_model(ModelConfig(name_or_path=str(source.path), trust_remote_code=trust_remote_code))
     loaded = load(source.path, trust_remote_code=trust_remote_code)
@@ -114,19 +124,28 @@ def load_merged(source: Source, *, trust_remote_code: bool = False) -> tuple[Any
     return model, loaded.tokenizer, loaded.base_path
 
 
+def is_reward_model(source: Source) -> bool:
+    """Whether ``source`` is a reward model (a score head, no LM head): see :attr:`tuneforge.models.target.Target.task`."""
+    from tuneforge.models import resolve_target
+
+    return source.kind in ("run", "adapter", "model") and resolve_target(source.path).task == "reward"
+
+
 def save_model(model: Any, tokenizer: Any, folder: Path, provenance: dict[str, Any], *,
                sealer: Any = None, name: str = "merged") -> None:
     """Save model (safetensors), tokenizer, generation config and provenance into ``folder`` (a fresh one).
 
-    With an encrypting ``sealer`` (that of an encrypted run) the weights are encrypted in memory and
-    ``name`` is the folder's run-relative name, authenticated in the file.
+    A model that cannot generate (a reward model) gets no generation config. With an encrypting
+    ``sealer`` (that of an encrypted run) the weights are encrypted in memory and ``name`` is the
+    folder's run-relative name, authenticated in the file.
     """
     from tuneforge.data.prompts import stop_token_ids
 
-    gen = model.generation_config
-    gen.eos_token_id = stop_token_ids(tokenizer, model)  # the end-of-turn token, eos, the model's own
-    if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
-        gen.pad_token_id = tokenizer.pad_token_id
+    gen = getattr(model, "generation_config", None)
+    if gen is not None and model.can_generate():
+        gen.eos_token_id = stop_token_ids(tokenizer, model)  # the end-of-turn token, eos, the model's own
+        if gen.pad_token_id is None and tokenizer.pad_token_id is not None:
+            gen.pad_token_id = tokenizer.pad_token_id
     if sealer is not None and sealer.key is not None:
         from tuneforge.models.sealed import save_sealed
 
@@ -215,7 +234,8 @@ def merge(
 
     For a full fine-tune (a run with ``model/``) the model is saved as it is. The
     folder loads with ``AutoModelForCausalLM.from_pretrained`` and generates what
-    the adapter model generates. It is written beside the output and renamed into
+    the adapter model generates (a reward model's folder loads with
+    ``AutoModelForSequenceClassification`` and scores as the run does). It is written beside the output and renamed into
     place, with a ``.tuneforge`` marker; an existing folder without that marker is
     replaced only with ``overwrite``.
 

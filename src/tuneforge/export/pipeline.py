@@ -21,7 +21,7 @@ from tuneforge.export.card import write_model_card
 from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
 from tuneforge.export.llamacpp import LlamaCppReport, check_llamacpp, llama_cpp_available
 from tuneforge.export.hf import export_hf
-from tuneforge.export.merging import Source, check_merge_output, find_source, is_current, merge_source
+from tuneforge.export.merging import Source, check_merge_output, find_source, is_current, is_reward_model, merge_source
 from tuneforge.export.output import atomic_folder, check_output
 from tuneforge.export.modelfile import build_modelfile, inspect_template, modelfile_problems, parse_modelfile
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
@@ -152,6 +152,14 @@ def run(
     elif quant != "f16":
         raise ExportError(f"--quant {quant} applies to the gguf format only; the hf export keeps the model's dtype")
     src = find_source(source)
+    if is_reward_model(src):
+        raise ExportError(
+            f"{source} is a reward model (a one-output score head instead of a language-model head). A GGUF file "
+            "holds a causal language model for llama.cpp/Ollama to generate with: the score head has no place in "
+            "it and would be lost, leaving a model that scores nothing. The hf export is written for chat serving "
+            "too. Use `tuneforge merge` for a Hugging Face sequence-classification folder "
+            "(AutoModelForSequenceClassification), or `tuneforge serve` for POST /v1/rewards"
+        )
     out = Path(output) if output is not None else _default_output(src, fmt)
     check_merge_output(src, out, overwrite=overwrite)  # before any slow load
     plain = _plaintext_sealer(src, out, decrypt)

@@ -203,8 +203,13 @@ def check_model_files(cfg: ModelConfig, path: str) -> bool | None:
     return None if cfg.allow_pickle else True
 
 
-def load_model(cfg: ModelConfig | str, *, dtype: torch.dtype = torch.float32, **kwargs: Any) -> tuple[Any, Any, str]:
+def load_model(
+    cfg: ModelConfig | str, *, dtype: torch.dtype = torch.float32, auto_class: Any = None, **kwargs: Any
+) -> tuple[Any, Any, str]:
     """Load a base model and its tokenizer from a config or a model reference.
+
+    ``auto_class`` picks the head (default ``AutoModelForCausalLM``; a reward model loads the same
+    weights through ``AutoModelForSequenceClassification`` with ``num_labels=1`` in ``kwargs``).
 
     Weights come from safetensors files only unless ``cfg.allow_pickle`` (and then with
     ``weights_only=True``); ``cfg.sha256`` pins are checked before loading; custom model code
@@ -219,6 +224,7 @@ def load_model(cfg: ModelConfig | str, *, dtype: torch.dtype = torch.float32, **
     """
     from transformers import AutoModelForCausalLM
 
+    auto_class = auto_class or AutoModelForCausalLM
     cfg = ModelConfig(name_or_path=cfg) if isinstance(cfg, str) else cfg
     path = resolve(cfg)
     use_safetensors = check_model_files(cfg, path)
@@ -227,7 +233,7 @@ def load_model(cfg: ModelConfig | str, *, dtype: torch.dtype = torch.float32, **
     tokenizer = load_tokenizer(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     attn = None if cfg.attn_implementation == "auto" else cfg.attn_implementation
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_class.from_pretrained(
             path, dtype=dtype, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
             attn_implementation=attn, use_safetensors=use_safetensors, weights_only=True, **kwargs,
         )
@@ -265,6 +271,11 @@ def load(
     from tuneforge.models.target import resolve_target
 
     found = resolve_target(target)
+    if found.task == "reward":
+        raise ModelError(
+            f"{target} is a reward model: it scores (prompt, completion) pairs and cannot generate text; "
+            "use `tuneforge score`, `tuneforge serve` (POST /v1/rewards) or tuneforge.eval.reward.load_reward_model"
+        )
     path, run = Path(target), found.run
     if run is not None:
         from tuneforge.config.load import load_config

@@ -8,6 +8,7 @@ files; nothing is loaded.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ from tuneforge.errors import ModelError
 from tuneforge.rundir import RunDir
 
 TargetKind = Literal["run", "adapter", "model", "gguf", "alias", "hub"]
+Task = Literal["causal_lm", "reward"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,31 @@ class Target:
     def weights(self) -> Path | None:
         """The trained weights: a run's adapter/ or model/, else the path itself."""
         return self.run.weights if self.run is not None else self.path
+
+    @property
+    def task(self) -> Task:
+        """``reward`` for a reward model (scores text, cannot generate), else ``causal_lm``.
+
+        A run or adapter says so in ``adapter_config.json`` (PEFT's ``task_type: SEQ_CLS``, written
+        with the weights), a model folder in ``config.json`` (a one-output
+        ``*ForSequenceClassification``, as ``tuneforge merge`` writes a reward run).
+        """
+        folder = self.weights
+        if self.kind not in ("run", "adapter", "model") or folder is None:
+            return "causal_lm"
+        if (folder / "adapter_config.json").is_file():
+            return "reward" if _read(folder / "adapter_config.json").get("task_type") == "SEQ_CLS" else "causal_lm"
+        config = _read(folder / "config.json")
+        seqcls = any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+        return "reward" if seqcls and len(config.get("id2label") or {"0": ""}) == 1 else "causal_lm"
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def resolve_target(target: str | Path) -> Target:

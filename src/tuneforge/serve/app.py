@@ -28,12 +28,13 @@ from tuneforge.serve.http_errors import install_error_handlers
 from tuneforge.serve.limits import BodySizeLimit, RateLimiter, ServeLimits
 from tuneforge.serve.listen import bind
 from tuneforge.serve.metrics import ACCESS_LOGGER, Observability, ServeMetrics
+from tuneforge.serve.rewards import RewardService, router as rewards_router
 from tuneforge.serve.routes import ServeContext, router
 from tuneforge.serve.schemas import now
 
 
 def create_app(
-    engine_or_loaded: Engine | LoadedModel,
+    engine_or_loaded: Engine | LoadedModel | RewardService,
     *,
     keys: KeyStore | str | Path | None,
     limits: ServeLimits | None = None,
@@ -47,7 +48,8 @@ def create_app(
 
     Args:
         engine_or_loaded: An :class:`~tuneforge.serve.engine.Engine`, or a
-            :class:`~tuneforge.models.LoadedModel` to serve on its own.
+            :class:`~tuneforge.models.LoadedModel` to serve on its own, or a reward model
+            (:class:`~tuneforge.serve.rewards.RewardService`), served on ``/v1/rewards`` only.
         keys: Accepted API keys (a :class:`~tuneforge.security.KeyStore` or a keys file), or ``None``
             for no authentication. Required, so that no caller turns authentication off by omission.
         limits: Rate, token and size limits; default :class:`~tuneforge.serve.limits.ServeLimits`.
@@ -63,7 +65,11 @@ def create_app(
     Example:
         >>> app = create_app(load_engine("runs/support-bot"), keys="keys.json")  # doctest: +SKIP
     """
-    if isinstance(engine_or_loaded, Engine):
+    rewards = engine_or_loaded if isinstance(engine_or_loaded, RewardService) else None
+    engine: Engine | None
+    if rewards is not None:
+        engine = None
+    elif isinstance(engine_or_loaded, Engine):
         engine = engine_or_loaded
     else:
         loaded = engine_or_loaded
@@ -73,22 +79,25 @@ def create_app(
         keys = KeyStore(keys)
     limits = limits or ServeLimits()
     metrics = ServeMetrics()
-    engine.batcher.listeners.append(metrics.batch_size.observe)
+    if engine is not None:
+        engine.batcher.listeners.append(metrics.batch_size.observe)
 
     refusals = RefusalAudit.for_keys_file(keys.path if keys is not None else None)  # 401/403/429, aggregated
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        engine.close()
+        if engine is not None:
+            engine.close()
         if refusals is not None:
             refusals.close()
 
     # No /docs or /openapi.json: an inference endpoint need not describe itself to the internet.
     app = FastAPI(title="tuneforge", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     limiter = RateLimiter(limits.rate_per_minute) if limits.rate_per_minute else None
-    app.state.serve = ServeContext(engine, limits, metrics, log_prompts, now())
+    app.state.serve = ServeContext(engine, limits, metrics, log_prompts, now(), rewards)
     app.include_router(router)
+    app.include_router(rewards_router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     # Metrics reveal traffic, model and key names: public on loopback only, else for admin keys.
@@ -105,7 +114,7 @@ def create_app(
             CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    routes = [r.path for r in router.routes]
+    routes = [r.path for r in (*router.routes, *rewards_router.routes)]
     app.add_middleware(Observability, metrics=metrics, routes=routes, log_prompts=log_prompts)
     return app
 
@@ -152,12 +161,12 @@ def run(
     keys = KeyStore(keys_file) if keys_file is not None else None
     sock = bind(host, port)  # a bad or taken port fails now, not after the model load
     try:
-        engine = load_engine(target, adapters=adapters, name=name, batching=batching,
-                             trust_remote_code=trust_remote_code)
+        served = _load_served(target, adapters=adapters, name=name, batching=batching,
+                              trust_remote_code=trust_remote_code)
     except BaseException:
         sock.close()
         raise
-    app = create_app(engine, keys=keys, limits=limits, cors_origins=cors_origins, log_prompts=log_prompts, host=host)
+    app = create_app(served, keys=keys, limits=limits, cors_origins=cors_origins, log_prompts=log_prompts, host=host)
     access = logging.getLogger(ACCESS_LOGGER)
     if not access.handlers:  # one JSON object per line on stderr, not wrapped in a log format
         handler = logging.StreamHandler(sys.stderr)
@@ -166,9 +175,24 @@ def run(
         access.setLevel(logging.INFO)
         access.propagate = False
     bound = sock.getsockname()[1]
-    print(f"serving {', '.join(engine.names)} on http://{host}:{bound}/v1", file=sys.stderr)
+    print(f"serving {', '.join(served.names)} on http://{host}:{bound}/v1", file=sys.stderr)
     config = uvicorn.Config(app, host=host, port=bound, access_log=False, log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _load_served(target: str | Path, *, adapters: Mapping[str, str | Path] | None, name: str | None,
+                 batching: BatchingConfig | None, trust_remote_code: bool) -> Engine | RewardService:
+    """A generation engine, or a reward model when ``target`` is one (it answers ``/v1/rewards`` only)."""
+    from tuneforge.errors import ConfigError
+    from tuneforge.models.target import resolve_target
+
+    if resolve_target(target).task != "reward":
+        return load_engine(target, adapters=adapters, name=name, batching=batching, trust_remote_code=trust_remote_code)
+    if adapters:
+        raise ConfigError(f"--adapter: {target} is a reward model; extra adapters are served over generative models only")
+    from tuneforge.eval.reward import load_reward_model
+
+    return RewardService(load_reward_model(target, trust_remote_code=trust_remote_code), name or served_name(target))
 
 
 @contextlib.contextmanager

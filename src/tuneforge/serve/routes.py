@@ -1,4 +1,5 @@
-"""The HTTP endpoints: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/health``, ``/metrics``.
+"""The HTTP endpoints: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/health``, ``/metrics``
+(and ``/v1/rewards`` of a reward model, in :mod:`tuneforge.serve.rewards`).
 
 Both generation endpoints follow one path: check the model and limits,
 tokenize, submit to the engine, then either wait for every choice or stream
@@ -39,13 +40,24 @@ MIN_TEMPERATURE = 1e-3
 
 @dataclass
 class ServeContext:
-    """Everything the endpoints of one app share."""
+    """Everything the endpoints of one app share: a generation engine, or a reward model (``rewards``)."""
 
-    engine: Engine
+    engine: Engine | None
     limits: ServeLimits
     metrics: ServeMetrics
     log_prompts: bool = False
     created: int = 0
+    rewards: Any = None
+    """The :class:`~tuneforge.serve.rewards.RewardService` when a reward model is served (``engine`` is None)."""
+
+    @property
+    def names(self) -> list[str]:
+        """Every served model name, the loaded model first."""
+        return self.engine.names if self.engine is not None else self.rewards.names
+
+    @property
+    def primary(self) -> str:
+        return self.engine.primary if self.engine is not None else self.rewards.name
 
 
 def _ctx(request: Request) -> ServeContext:
@@ -54,7 +66,10 @@ def _ctx(request: Request) -> ServeContext:
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
-    engine = _ctx(request).engine
+    ctx = _ctx(request)
+    if ctx.engine is None:
+        return {"status": "ok", "models": ctx.names, "task": "reward"}
+    engine = ctx.engine
     return {"status": "ok", "models": engine.names, "queued": engine.batcher.queued(), **engine.batcher.stats}
 
 
@@ -67,10 +82,10 @@ async def metrics(request: Request) -> Response:
 @router.get("/v1/models")
 async def list_models(request: Request) -> ModelList:
     ctx = _ctx(request)
-    primary = ctx.engine.primary
+    primary = ctx.primary
     return ModelList(data=[
         ModelCard(id=name, created=ctx.created, parent=None if name == primary else primary)
-        for name in _allowed(request, ctx.engine.names)
+        for name in _allowed(request, ctx.names)
     ])
 
 
@@ -78,6 +93,7 @@ async def list_models(request: Request) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     ctx = _ctx(request)
     _check_model(ctx, request, body.model)
+    _check_generates(ctx, body.model)
     # "developer" is OpenAI's newer name for "system"; chat templates only know the latter.
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     try:
@@ -109,6 +125,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 async def completions(body: CompletionRequest, request: Request) -> Any:
     ctx = _ctx(request)
     _check_model(ctx, request, body.model)
+    _check_generates(ctx, body.model)
     _check_choices(ctx, body.n, len(body.prompt))  # before tokenizing what may be thousands of prompts
     prompts = [ctx.engine.encode_text(p) for p in body.prompt]
     request.state.prompt_text = body.prompt
@@ -139,8 +156,8 @@ def _allowed(request: Request, names: list[str]) -> list[str]:
 
 def _check_model(ctx: ServeContext, request: Request, model: str) -> None:
     request.state.model = model  # for the access log, also when the request is refused below
-    allowed = _allowed(request, ctx.engine.names)
-    if model not in ctx.engine.names:
+    allowed = _allowed(request, ctx.names)
+    if model not in ctx.names:
         # Only the names this key may use: a scoped key must not learn what else is served.
         raise APIError(
             404, f"the model {model!r} does not exist; served models: {', '.join(allowed) or 'none for this key'}",
@@ -150,6 +167,14 @@ def _check_model(ctx: ServeContext, request: Request, model: str) -> None:
         raise APIError(
             403, f"API key {request.state.caller.name!r} may not use the model {model!r}",
             param="model", code="model_not_allowed",
+        )
+
+
+def _check_generates(ctx: ServeContext, model: str) -> None:
+    if ctx.engine is None:
+        raise APIError(
+            400, f"the model {model!r} is a reward model: it scores (prompt, completion) pairs and cannot generate "
+            "text; POST /v1/rewards instead", param="model", code="model_is_reward_model",
         )
 
 

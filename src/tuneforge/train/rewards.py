@@ -136,11 +136,8 @@ def load_function(spec: str, where: str) -> RewardFn:
 
 
 def _reward_model(run: str, where: str) -> RewardFn:
-    try:
-        from tuneforge.eval.reward import load_reward_model  # lands with the reward objective
-    except ImportError:
-        raise ConfigError(f"{where}.model: reward-model rewards land with the reward objective "
-                          "(tuneforge.eval.reward is not installed in this build)") from None
+    from tuneforge.eval.reward import load_reward_model  # RLHF: the scorer `tuneforge score` and /v1/rewards use
+
     scorer = load_reward_model(run)
 
     def reward(prompts: list, completions: list, **_: Any) -> list[float | None]:

@@ -17,8 +17,13 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.train.context import RunContext
 
 
-def load_base(cfg: RunConfig) -> tuple[Any, Any, str]:
+def load_base(cfg: RunConfig, **model_kwargs: Any) -> tuple[Any, Any, str]:
     """Seed everything, then load the starting model and tokenizer as the method needs them.
+
+    Seeding first also makes a new head (the reward model's ``score``) the same on every run.
+
+    Args:
+        model_kwargs: For :func:`tuneforge.models.load.load_model` (``auto_class``, ``num_labels``, ...).
 
     Returns:
         ``(model, tokenizer, base_path)``.
@@ -29,7 +34,7 @@ def load_base(cfg: RunConfig) -> tuple[Any, Any, str]:
     from tuneforge.models.load import load_model
 
     set_seed(cfg.training.seed)
-    return load_model(cfg.model, **methods.load_kwargs(cfg.method))
+    return load_model(cfg.model, **methods.load_kwargs(cfg.method), **model_kwargs)
 
 
 def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) -> Any:
@@ -109,11 +114,16 @@ def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[
 
 
 def save_weights(ctx: RunContext, model: Any, tokenizer: Any, *, full: bool) -> Path:
-    """Save the adapter (or the whole model) with a generation config that stops at the end-of-turn token."""
+    """Save the adapter (or the whole model) with a generation config that stops at the end-of-turn token.
+
+    A model that cannot generate (a reward model's classification head) is saved without one.
+    """
     from tuneforge.data.prompts import stop_token_ids
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    gen = inner.generation_config
+    gen = getattr(inner, "generation_config", None)
+    if gen is None or not inner.can_generate():
+        return ctx.save_weights(model, tokenizer, "model" if full else "adapter")
     stop_ids = stop_token_ids(tokenizer)  # eos + the template's end-of-turn token
     gen.eos_token_id = stop_ids if len(stop_ids) > 1 else stop_ids[0]
     gen.pad_token_id = tokenizer.pad_token_id

@@ -18,6 +18,7 @@ from tuneforge.errors import ConfigError
 RECIPES: dict[str, str] = {
     "sft": "tuneforge.train.recipes.sft:run",
     "dpo": "tuneforge.train.recipes.dpo:run",
+    "reward": "tuneforge.train.recipes.reward:run",
     "kto": "tuneforge.train.recipes.kto:run",
     "orpo": "tuneforge.train.recipes.orpo:run",
     "grpo": "tuneforge.train.recipes.grpo:run",
