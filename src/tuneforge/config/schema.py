@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config._types import Float, Int, Section as _Section, _refuse_bool  # noqa: F401 (re-exported)
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
+from tuneforge.config.stages import StageConfig, check_stage_names
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
@@ -445,6 +446,17 @@ class RunConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Hyperparameters.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Final evaluation.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search for `tuneforge tune` (ignored by train).")
+    stages: list[StageConfig] | None = Field(
+        None, min_length=1,
+        description="Chain training stages, e.g. [sft, {objective: dpo, data: {train: pairs.jsonl}}]: each a partial "
+        "config merged over this one (data, training, method, eval) or an objective name; stage i starts from "
+        "stage i-1's weights and trains in out_dir/name/stages/NN-<name>/.",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, value: list[StageConfig] | None) -> list[StageConfig] | None:
+        return check_stage_names(value) if value else value
 
     @field_validator("model", mode="before")
     @classmethod
