@@ -97,3 +97,50 @@ def test_killed_second_stage_resumes_to_the_end(chain_config):
     rank = json.loads((dpo.root / "ranks" / "rank-0.json").read_text())
     assert 5 <= rank["start_step"] < 60  # continued from the checkpoint
     assert RunDir(cfg.run_dir).recorded_state() == "finished"
+
+
+def test_chain_report_compares_base_each_stage_and_final_on_the_same_examples(chain_config):
+    from .conftest import LABELS
+
+    evaluation = {"enabled": True, "bootstrap_samples": 100, "labels": LABELS, "metrics": ["accuracy", "macro_f1"],
+                  "generation": {"max_new_tokens": 4}, "forgetting": {"max_documents": 4}}
+    path = chain_config(name="reported", eval=evaluation)
+    raw = yaml.safe_load(path.read_text())
+    raw["stages"][1]["eval"] = {"labels": None, "metrics": None}  # DPO's references are "Queue: <label>"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    finetune(cfg)
+    root = RunDir(cfg.run_dir)
+    saved = json.loads((root.root / "stages_eval.json").read_text())
+    test_rows = len((root.root / "stages" / "01-sft" / "data" / "test.jsonl").read_text().splitlines())
+    assert saved["examples"] == test_rows
+    assert list(saved["vs_base"]) == ["base", "01-sft", "02-dpo"] and list(saved["vs_previous"]) == ["01-sft", "02-dpo"]
+    for name in ("accuracy", "macro_f1"):
+        final = saved["vs_base"]["02-dpo"][name]
+        assert final["diff_ci"] is not None and final["base"] == saved["vs_base"]["base"][name]["tuned"]
+        # Δ vs the previous stage is measured against the SFT stage's own value on the same examples.
+        assert saved["vs_previous"]["02-dpo"][name]["base"] == saved["vs_base"]["01-sft"][name]["tuned"]
+    assert set(saved["forgetting"]) == {"01-sft", "02-dpo"}
+    report = (root.root / "report.md").read_text()
+    assert "### accuracy" in report and "| 02-dpo |" in report and "Forgetting" in report
+    from tuneforge.eval.plots import plots_available
+
+    if plots_available():
+        assert (root.root / "report" / "stages.png").is_file() and "report/stages.png" in report
+
+
+def test_chain_comparison_is_paired(tiny_model_dir):
+    """The same model twice differs by exactly 0 on every resample: the bootstrap draws the same examples for both."""
+    from tuneforge.config.schema import EvalConfig
+    from tuneforge.eval.chain import compare_chain
+
+    from .conftest import LABELS, TICKETS
+
+    examples = [{"messages": [{"role": "user", "content": TICKETS[label][0].format(n=i)},
+                              {"role": "assistant", "content": label}]} for i, label in enumerate(LABELS * 3)]
+    same = lambda: load(str(tiny_model_dir))  # noqa: E731
+    result = compare_chain([("base", same), ("again", same)], examples,
+                           EvalConfig(labels=LABELS, bootstrap_samples=100, generation={"max_new_tokens": 3},
+                                      forgetting={"enabled": False}), seed=0, max_seq_length=64)
+    for mc in result.vs_base["again"].values():
+        assert mc.diff == 0 and tuple(mc.diff_ci) == (0.0, 0.0)
