@@ -202,6 +202,10 @@ class DataConfig(_Section):
         "auto", description="Pack several examples per sequence (isolated attention); auto = on for training."
     )
     max_examples: Int | None = Field(None, gt=0, description="Use at most this many training rows (after split).")
+    balance: Literal["none", "oversample"] = Field(
+        "none", description="Classification-style SFT data: 'oversample' repeats training rows of minority labels "
+        "(eval.labels, or detected short answers) up to the largest label's count; validation and test are untouched.",
+    )
 
     @field_validator("train", "validation", "test", mode="before")
     @classmethod
@@ -484,6 +488,9 @@ class RunConfig(_Section):
                 f"training.objective '{self.training.objective}' needs method.name 'lora' or 'dora' "
                 f"(got '{self.method.name}'): the reference model is the base with the adapter switched off"
             )
+        if self.data.balance != "none" and self.training.objective != "sft":
+            raise ValueError(f"data.balance '{self.data.balance}' balances SFT answers by label; training.objective "
+                             f"is '{self.training.objective}' (set data.balance: none)")
         if self.search is not None and self.training.eval_strategy == "no":
             # Trials report validation metrics to the pruner and are scored on them: no evaluation, no search.
             raise ValueError("search needs training.eval_strategy 'steps' or 'epoch' (it is 'no'), so trials "

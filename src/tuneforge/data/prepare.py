@@ -8,7 +8,8 @@ Order matters and is deliberate:
 2. Deduplication runs before the split for the same reason.
 3. Splitting uses distinct rows; mixing weights repeat or subsample only the
    training part, so a repeated row never lands in two splits.
-4. ``max_examples`` caps the mixed, shuffled training rows.
+4. ``max_examples`` caps the mixed, shuffled training rows; ``balance`` then oversamples
+   minority labels of the training rows only (:mod:`tuneforge.data.balance`).
 5. Rows longer than ``max_seq_length`` are dropped from training and validation
    only. A test row is the benchmark, and generation has no training length
    limit, so test rows are kept whatever their length (a long row of the
@@ -68,7 +69,9 @@ class _Row:
     """``(where, why)`` for a row longer than max_seq_length, kept only in case it is a test row."""
 
 
-def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) -> PreparedData:
+def prepare(
+    cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, labels: list[str] | None = None
+) -> PreparedData:
     """Load, clean, split, mix and tokenize the data of a run.
 
     Args:
@@ -76,13 +79,14 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) 
         tokenizer: The model's tokenizer (its chat template decides the prompt format).
         max_seq_length: Longest sequence in tokens (``training.max_seq_length``).
         seed: Seed of the split, the weighted sampling and the training order.
+        labels: The task's label set (``eval.labels``), for ``cfg.balance``; detected from the answers when ``None``.
 
     Returns:
         :class:`PreparedData` with tokenized train/validation sets, canonical splits and the report.
 
     Raises:
         DataError: a source is missing or malformed (with file, line and field), a path is
-            listed twice, or no training rows survive cleaning.
+            listed twice, no training rows survive cleaning, or ``cfg.balance`` finds no labels.
 
     Example:
         >>> data = prepare(cfg.data, tokenizer, max_seq_length=1024, seed=42)
@@ -134,6 +138,8 @@ def prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) 
         for role in ("validation", "test")
     )
     train = _mix_and_cap(train_part, loaded["train"], cfg.max_examples, seed, report)
+    if cfg.balance == "oversample":
+        train = _balance(train, labels, seed, report)
     report.format = _main_format(train, report)
     report.tokens = _token_stats(train)
     return PreparedData(
@@ -236,6 +242,31 @@ def _mix_and_cap(
     if not train:
         raise DataError("no training rows left after mixing by weight; raise the sources' weights")
     return train
+
+
+def _balance(train: list[_Row], labels: list[str] | None, seed: int, report: DataReport) -> list[_Row]:
+    """Oversample the training rows' minority labels; the report records the counts per label before and after."""
+    from tuneforge.data.balance import detect_labels, label_counts, label_of, oversample
+    from tuneforge.data.template import reference
+
+    answers = [reference(row.example) if "messages" in row.example else "" for row in train]
+    found = labels or detect_labels(answers)
+    if not found:
+        raise DataError(
+            f"data.balance: oversample needs labels: set eval.labels, or use answers that are a small set of short "
+            f"labels (the training answers hold {len(set(answers))} distinct values)"
+        )
+    row_labels = [label_of(a, found) for a in answers]
+    if not any(row_labels):
+        raise DataError(f"data.balance: no training answer is one of the labels {found}")
+    balanced = oversample(train, row_labels, seed=seed)
+    report.balance = {
+        "method": "oversample", "labels_from": "eval.labels" if labels else "detected from the answers",
+        "before": label_counts(row_labels, found),
+        "after": label_counts([label_of(reference(r.example), found) if "messages" in r.example else None
+                               for r in balanced], found),
+    }
+    return balanced
 
 
 def _main_format(train: list[_Row], report: DataReport) -> str:

@@ -39,7 +39,8 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
     """
     from tuneforge import data as data_stage
 
-    prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+    prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
+                                  labels=cfg.eval.labels)
     ctx.begin(
         report=prepared.report, sources=prepared.sources,
         splits={"test": prepared.test_examples, "validation": prepared.validation_examples},
