@@ -76,3 +76,19 @@ def test_balance_is_refused_for_preference_objectives():
 
     with pytest.raises(ValidationError, match="data.balance 'oversample' balances SFT answers"):
         RunConfig(data={"train": "pairs.jsonl", "balance": "oversample"}, training={"objective": "dpo"})
+
+
+def test_loss_weights_keep_the_rows_and_equalise_each_labels_total_weight(write_jsonl, tiny_tokenizer):
+    from tuneforge.data.balance import label_weights
+
+    path = _tickets(write_jsonl)
+    plain = _prepare(path, tiny_tokenizer, "none")
+    weighted = _prepare(path, tiny_tokenizer, "loss_weights")
+    assert weighted.train_examples == plain.train_examples and weighted.test_examples == plain.test_examples
+    totals = Counter()
+    for row, ex in zip(weighted.train, weighted.train_examples):
+        totals[reference(ex)] += row["weight"]
+    assert max(totals.values()) - min(totals.values()) < 0.01  # every label carries the same total weight
+    assert abs(sum(totals.values()) / len(weighted.train) - 1) < 0.01  # mean weight 1: the learning rate keeps its scale
+    assert weighted.report.balance["weights"] == label_weights([reference(e) for e in plain.train_examples])
+    assert all("weight" not in row for row in plain.train)

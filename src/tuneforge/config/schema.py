@@ -202,9 +202,10 @@ class DataConfig(_Section):
         "auto", description="Pack several examples per sequence (isolated attention); auto = on for training."
     )
     max_examples: Int | None = Field(None, gt=0, description="Use at most this many training rows (after split).")
-    balance: Literal["none", "oversample"] = Field(
+    balance: Literal["none", "oversample", "loss_weights"] = Field(
         "none", description="Classification-style SFT data: 'oversample' repeats training rows of minority labels "
-        "(eval.labels, or detected short answers) up to the largest label's count; validation and test are untouched.",
+        "(eval.labels, or detected short answers) up to the largest label's count; 'loss_weights' weighs each "
+        "row's loss by N / (labels x rows of its label) instead. Validation and test are untouched.",
     )
 
     @field_validator("train", "validation", "test", mode="before")

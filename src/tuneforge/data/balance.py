@@ -1,10 +1,14 @@
-"""Label-balanced sampling for classification-style SFT data (``data.balance: oversample``).
+"""Label-balanced training for classification-style SFT data (``data.balance: oversample | loss_weights``).
 
 When most answers are one label (51 % "Other" in a legal-clause set), a short run learns to
 answer that label to everything. Oversampling repeats rows of the rarer labels, drawn with a
 seeded generator, until each label has as many training rows as the most frequent one. Only
 the training split is balanced: validation and test keep the real label distribution, which
 is what the model will meet and what its metrics must describe.
+
+``loss_weights`` keeps the rows as they are and weighs each row's loss instead, by
+``N / (K * n_label)`` (``N`` labelled rows, ``K`` labels present, ``n_label`` rows of its label): every
+label then carries the same total weight, and the mean weight stays 1, so the learning rate keeps its scale.
 
 Labels are ``eval.labels`` when set, else detected: a small set of short answers that repeat
 (see :func:`detect_labels`). Rows whose answer is none of the labels are kept once, as they are.
@@ -68,6 +72,18 @@ def oversample(rows: Sequence[T], row_labels: Sequence[str | None], *, seed: int
         out += [rng.choice(group) for _ in range(target - len(group))]
     rng.shuffle(out)
     return out
+
+
+def label_weights(row_labels: Sequence[str | None]) -> dict[str, float]:
+    """``label -> N / (K * n_label)`` over the labels present (see the module docstring).
+
+    Example:
+        >>> label_weights(["a", "a", "a", "b"])
+        {'a': 0.6667, 'b': 2.0}
+    """
+    counts = Counter(label for label in row_labels if label is not None)
+    total, k = sum(counts.values()), len(counts)
+    return {label: round(total / (k * n), 4) for label, n in sorted(counts.items())}
 
 
 def label_counts(row_labels: Sequence[str | None], labels: Sequence[str]) -> dict[str, int]:

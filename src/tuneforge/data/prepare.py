@@ -138,12 +138,14 @@ def prepare(
         for role in ("validation", "test")
     )
     train = _mix_and_cap(train_part, loaded["train"], cfg.max_examples, seed, report)
-    if cfg.balance == "oversample":
-        train = _balance(train, labels, seed, report)
+    weights = None
+    if cfg.balance != "none":
+        train, weights = _balance(train, cfg.balance, labels, seed, report)
     report.format = _main_format(train, report)
     report.tokens = _token_stats(train)
     return PreparedData(
-        train=[row.encoded.as_dict() for row in train],
+        train=[row.encoded.as_dict() for row in train] if weights is None
+        else [{**row.encoded.as_dict(), "weight": w} for row, w in zip(train, weights)],
         validation=[row.encoded.as_dict() for row in held_out["validation"]],
         train_examples=[row.example for row in train],
         validation_examples=[row.example for row in held_out["validation"]],
@@ -244,29 +246,35 @@ def _mix_and_cap(
     return train
 
 
-def _balance(train: list[_Row], labels: list[str] | None, seed: int, report: DataReport) -> list[_Row]:
-    """Oversample the training rows' minority labels; the report records the counts per label before and after."""
-    from tuneforge.data.balance import detect_labels, label_counts, label_of, oversample
+def _balance(
+    train: list[_Row], method: str, labels: list[str] | None, seed: int, report: DataReport
+) -> tuple[list[_Row], list[float] | None]:
+    """Oversample the training rows' minority labels, or weigh their loss (then also returned, one per row).
+
+    The report records the rows per label before and after (and the weights).
+    """
+    from tuneforge.data.balance import detect_labels, label_counts, label_of, label_weights, oversample
     from tuneforge.data.template import reference
 
     answers = [reference(row.example) if "messages" in row.example else "" for row in train]
     found = labels or detect_labels(answers)
     if not found:
         raise DataError(
-            f"data.balance: oversample needs labels: set eval.labels, or use answers that are a small set of short "
+            f"data.balance: {method} needs labels: set eval.labels, or use answers that are a small set of short "
             f"labels (the training answers hold {len(set(answers))} distinct values)"
         )
     row_labels = [label_of(a, found) for a in answers]
     if not any(row_labels):
         raise DataError(f"data.balance: no training answer is one of the labels {found}")
-    balanced = oversample(train, row_labels, seed=seed)
-    report.balance = {
-        "method": "oversample", "labels_from": "eval.labels" if labels else "detected from the answers",
-        "before": label_counts(row_labels, found),
-        "after": label_counts([label_of(reference(r.example), found) if "messages" in r.example else None
-                               for r in balanced], found),
-    }
-    return balanced
+    report.balance = {"method": method, "labels_from": "eval.labels" if labels else "detected from the answers",
+                      "before": label_counts(row_labels, found)}
+    if method == "loss_weights":
+        per_label = label_weights(row_labels)
+        report.balance.update(after=report.balance["before"], weights=per_label)
+        return train, [per_label.get(label, 1.0) if label else 1.0 for label in row_labels]
+    order = oversample(list(range(len(train))), row_labels, seed=seed)
+    report.balance["after"] = label_counts([row_labels[i] for i in order], found)
+    return [train[i] for i in order], None
 
 
 def _main_format(train: list[_Row], report: DataReport) -> str:

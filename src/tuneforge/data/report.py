@@ -141,7 +141,8 @@ class DataReport:
         if self.balance:
             before, after = self.balance["before"], self.balance["after"]
             lines.append(f"balance ({self.balance['method']}, labels {self.balance['labels_from']}): "
-                         + ", ".join(f"{label} {before[label]}→{after.get(label, 0)}" for label in before))
+                         + ", ".join(f"{label} {before[label]}→{after.get(label, 0)}" for label in before)
+                         + (f"; loss weights {self.balance['weights']}" if self.balance.get("weights") else ""))
         lines += self.notes
         table.caption = "\n".join(lines) or None
         return table

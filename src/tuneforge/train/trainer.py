@@ -71,6 +71,7 @@ class TuneforgeTrainer(Trainer):
         if model.training and num_tokens is not None:
             self.tokens_seen += int(num_tokens)
         labels = inputs.pop("labels")
+        weights = inputs.pop("loss_weights", None)  # data.balance: loss_weights
         targets_mask = labels[:, 1:] != IGNORE_INDEX
         if self.selective_head:
             keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -82,7 +83,10 @@ class TuneforgeTrainer(Trainer):
             outputs = model(**inputs, use_cache=False)
             logits = outputs.logits[:, -labels.shape[1]:][:, :-1][targets_mask]  # prompt tuning prepends tokens
         targets = labels[:, 1:][targets_mask]
-        loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+        if weights is None:
+            loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+        else:  # each target token weighs as its example: the label's weight, mean 1 over the data
+            loss = (F.cross_entropy(logits.float(), targets, reduction="none") * weights[:, 1:][targets_mask]).sum()
         if num_items_in_batch is None:
             loss = loss / targets.numel() if targets.numel() else loss
         else:
