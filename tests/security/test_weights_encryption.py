@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
-import yaml
 
 from tuneforge import finetune, load_config
 from tuneforge.cli.main import main

@@ -1,7 +1,13 @@
 """A small alpaca dataset and a config for tiny-model training runs."""
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,3 +58,26 @@ def run_config(tmp_path, tiny_model_dir):
         return path
 
     return make
+
+
+def train_env():
+    """The environment of a `tuneforge train` subprocess: offline, unbuffered, this checkout's sources first."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def kill_after_checkpoint(config, checkpoints, timeout=300):
+    """Run `tuneforge train CONFIG` in a subprocess and SIGKILL it once a complete checkpoint is in ``checkpoints``.
+
+    A complete checkpoint has its trainer_state.json (written last); the next one may be half written
+    when the kill lands, which resume must skip.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(config)], env=train_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not list(Path(checkpoints).glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL

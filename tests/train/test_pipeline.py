@@ -1,11 +1,8 @@
 """Training runs on the tiny model: what a run directory holds, methods, resume after SIGKILL, DDP."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,8 @@ import torch
 from tuneforge import RunDirError, finetune, load_config
 from tuneforge.cli.main import main
 from tuneforge.rundir import RunDir
+
+from .conftest import kill_after_checkpoint, train_env
 
 
 def test_lora_run_writes_a_complete_run_directory(run_config):
@@ -208,25 +207,11 @@ def test_early_stopping_on_a_generation_metric(run_config):
     assert state["best_metric"] is not None and "eval_exact_match" in json.dumps(state["log_history"])
 
 
-def _env():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def test_resume_after_sigkill_reaches_the_same_final_step(run_config):
     path = run_config(name="killed", training={"max_steps": 60, "save_steps": 5, "save_total_limit": 2, "logging_steps": 20})
     cfg = load_config(path)
     run = RunDir(cfg.run_dir)
-    proc = subprocess.Popen([sys.executable, "-m", "tuneforge", "train", str(path)], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    # Kill once a checkpoint is complete: the next one may be half written, which resume must skip.
-    while not list(run.checkpoints.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_after_checkpoint(path, run.checkpoints, timeout=240)
     assert not run.adapter.exists(), "the run finished before it was killed"
     assert run.state() == "killed"  # marked running, but no process holds its lock
     result = finetune(cfg, resume=True)
@@ -267,7 +252,7 @@ def test_two_process_ddp_with_gloo(run_config, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
            "-m", "tuneforge", "train", str(path)]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, env=train_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = RunDir(load_config(path).run_dir)
     ranks = [json.loads((run.root / "ranks" / f"rank-{i}.json").read_text()) for i in (0, 1)]

@@ -28,7 +28,8 @@ def validate(
     console.print(f"[green]config OK[/] ({config}): model {cfg.model.name_or_path}, method {cfg.method.name}")
     tokenizer = load_tokenizer(resolve(cfg.model), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
     if cfg.training.objective == "sft":
-        prepared = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed)
+        prepared = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
+                           labels=cfg.eval.labels)
     else:  # preference objectives learn from pairs
         from tuneforge.data.preferences import prepare_pairs
 

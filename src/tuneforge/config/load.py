@@ -131,13 +131,38 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         log.warning("%s: %s", source, note)
     if path is not None:
         raw = _resolve_paths(raw, Path(path).parent)
+        if isinstance(raw.get("stages"), list):  # a stage's data files are relative to the config file too
+            raw["stages"] = [_resolve_paths(s, Path(path).parent) if isinstance(s, dict) else s for s in raw["stages"]]
+    cfg = None
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         problems += [_describe(err, raw, lines, override_keys, source) for err in exc.errors()]
+    if cfg is not None and cfg.stages and not problems:
+        problems += _stage_problems(cfg, lines, override_keys, source)
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _stage_problems(cfg: RunConfig, lines: dict, override_keys: dict, source: str) -> list[str]:
+    """Validate each stage merged over the top-level config; name fields ``stages[i].x`` at the stage's line.
+
+    A field the stage does not set came from the top level, so its top-level line is named instead.
+    """
+    from tuneforge.config.stages import stage_raws
+
+    problems = []
+    for i, raw in enumerate(stage_raws(cfg)):
+        try:
+            RunConfig.model_validate(raw)
+        except ValidationError as exc:
+            prefix = ("stages", i)
+            stage_lines = {**lines, **{k[2:]: v for k, v in lines.items() if k[:2] == prefix}}
+            stage_keys = {**override_keys, **{k[2:]: v for k, v in override_keys.items() if k[:2] == ("stages", str(i))}}
+            problems += [_describe(err, raw, stage_lines, stage_keys, source, prefix=f"stages[{i}].")
+                         for err in exc.errors()]
+    return problems
 
 
 # --------------------------------------------------------------------------- helpers
@@ -337,9 +362,9 @@ def _allowed_keys(loc: tuple, raw: Any) -> list[str]:
     return sorted({name for m in models for name in m.model_fields})
 
 
-def _describe(err: dict, raw: dict, lines: dict, override_keys: dict, source: str) -> str:
+def _describe(err: dict, raw: dict, lines: dict, override_keys: dict, source: str, prefix: str = "") -> str:
     loc = _strip_tags(tuple(err["loc"]), raw)
-    dotted = ".".join(str(p) for p in loc) or "<root>"
+    dotted = prefix + (".".join(str(p) for p in loc) or "<root>")
     where = source
     for probe in (loc, loc[:-1], loc[:-2]):
         if probe in override_keys:

@@ -22,6 +22,7 @@ from tuneforge.config.orpo import OrpoConfig
 from tuneforge.config.reward import RewardConfig
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 from tuneforge.config.security import SecurityConfig
+from tuneforge.config.stages import StageConfig, check_stage_names
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
@@ -232,6 +233,11 @@ class DataConfig(_Section):
     cache: bool = Field(
         True, description="Reuse prepared data from $TUNEFORGE_CACHE/data when sources, config, tokenizer and code match "
         "(off by itself when the run encrypts its data)."
+    )
+    balance: Literal["none", "oversample", "loss_weights"] = Field(
+        "none", description="Classification-style SFT data: 'oversample' repeats training rows of minority labels "
+        "(eval.labels, or detected short answers) up to the largest label's count; 'loss_weights' weighs each "
+        "row's loss by N / (labels x rows of its label) instead. Validation and test are untouched.",
     )
 
     @field_validator("train", "validation", "test", mode="before")
@@ -503,6 +509,17 @@ class RunConfig(_Section):
     search: SearchConfig | None = Field(None, description="Hyperparameter search for `tuneforge tune` (ignored by train).")
     distill: DistillConfig | None = Field(None, description="Knowledge distillation (training.objective distill).")
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="Encryption at rest of the run's files.")
+    stages: list[StageConfig] | None = Field(
+        None, min_length=1,
+        description="Chain training stages, e.g. [sft, {objective: dpo, data: {train: pairs.jsonl}}]: each a partial "
+        "config merged over this one (data, training, method, eval) or an objective name; stage i starts from "
+        "stage i-1's weights and trains in out_dir/name/stages/NN-<name>/.",
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, value: list[StageConfig] | None) -> list[StageConfig] | None:
+        return check_stage_names(value) if value else value
 
     @field_validator("model", mode="before")
     @classmethod
@@ -540,6 +557,9 @@ class RunConfig(_Section):
                 f"training.objective '{self.training.objective}' needs method.name 'lora' or 'dora' "
                 f"(got '{self.method.name}'): {why}"
             )
+        if self.data.balance != "none" and self.training.objective != "sft":
+            raise ValueError(f"data.balance '{self.data.balance}' balances SFT answers by label; training.objective "
+                             f"is '{self.training.objective}' (set data.balance: none)")
         if self.search is not None and self.training.eval_strategy == "no":
             # Trials report validation metrics to the pruner and are scored on them: no evaluation, no search.
             raise ValueError("search needs training.eval_strategy 'steps' or 'epoch' (it is 'no'), so trials "

@@ -69,7 +69,8 @@ def cache_folder(run_cfg: Any) -> Path | None:
     return cache_root()
 
 
-def fingerprint(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int) -> str:
+def fingerprint(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int,
+                labels: list[str] | None = None) -> str:
     """The cache key of a preparation: a SHA-256 hex digest (see the module docstring for what it covers)."""
     # A missing source is keyed as such; preparing it then fails with the loader's error (file and path).
     sources = [(src.path, source_digest(src.path) if Path(src.path).exists() else "missing")
@@ -81,6 +82,7 @@ def fingerprint(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: i
         "tokenizer": tokenizer_digest(tokenizer),
         "max_seq_length": max_seq_length,
         "seed": seed,
+        "labels": labels,  # eval.labels decide data.balance's label of each row
         "code": code_digest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -134,6 +136,9 @@ def _read(folder: Path) -> dict[str, Any]:
         if part != "test":
             out[part] = [{"input_ids": ids, "labels": labels}
                          for ids, labels in zip(table.column("input_ids").to_pylist(), table.column("labels").to_pylist())]
+            if "weight" in table.column_names:  # data.balance: loss_weights
+                for row, weight in zip(out[part], table.column("weight").to_pylist()):
+                    row["weight"] = weight
         out[f"{part}_examples"] = [json.loads(e) for e in table.column("example").to_pylist()]
     return out
 
@@ -167,8 +172,11 @@ def _write_table(path: Path, examples: list[dict], tokens: list[dict] | None) ->
     import pyarrow as pa
 
     fields = [pa.field("example", pa.large_string())]
+    weighted = bool(tokens) and "weight" in tokens[0]  # data.balance: loss_weights gives each row a weight
     if tokens is not None:
         fields += [pa.field("input_ids", pa.list_(pa.int32())), pa.field("labels", pa.list_(pa.int32()))]
+        if weighted:
+            fields.append(pa.field("weight", pa.float64()))
     schema = pa.schema(fields)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, schema) as writer:
@@ -177,6 +185,8 @@ def _write_table(path: Path, examples: list[dict], tokens: list[dict] | None) ->
             columns = [[json.dumps(e, ensure_ascii=False) for e in examples[start:end]]]
             if tokens is not None:
                 columns += [[t["input_ids"] for t in tokens[start:end]], [t["labels"] for t in tokens[start:end]]]
+                if weighted:
+                    columns.append([t["weight"] for t in tokens[start:end]])
             writer.write_batch(pa.record_batch(columns, schema=schema))
 
 

@@ -143,6 +143,8 @@ class Collator:
     Packed batches carry ``position_ids`` and no ``attention_mask``; unpacked
     batches carry an ``attention_mask``. Every batch carries ``num_tokens``
     (real, non-pad tokens), which the trainer pops to measure throughput.
+    Examples with a ``weight`` (``data.balance: loss_weights``) add ``loss_weights``,
+    one per token, which the trainer pops to weigh each token's loss.
     A :class:`TokenBatch` item (loader batch size 1) contributes its rows.
     """
 
@@ -153,6 +155,7 @@ class Collator:
     def __call__(self, rows: list[Any]) -> dict[str, torch.Tensor]:
         rows = [r for item in rows for r in (item.rows if isinstance(item, TokenBatch) else [item])]
         seqs = [self._row(r) for r in rows]
+        weighted = any("weight" in ex for r in rows for ex in (r if isinstance(r, list) else [r]))
         longest = max(len(ids) for ids, _, _ in seqs)
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
@@ -170,11 +173,19 @@ class Collator:
             "labels": torch.tensor(batch_labels, dtype=torch.long),
             "num_tokens": torch.tensor(sum(len(ids) for ids, _, _ in seqs), dtype=torch.long),
         }
+        if weighted:
+            out["loss_weights"] = torch.tensor([self._weights(r, longest) for r in rows], dtype=torch.float32)
         if self.packed:
             out["position_ids"] = torch.tensor(batch_pos, dtype=torch.long)
         else:
             out["attention_mask"] = torch.tensor(batch_mask, dtype=torch.long)
         return out
+
+    @staticmethod
+    def _weights(row: Any, longest: int) -> list[float]:
+        weights = [float(ex.get("weight", 1.0)) for ex in (row if isinstance(row, list) else [row])
+                   for _ in ex["input_ids"]]
+        return weights + [0.0] * (longest - len(weights))
 
     def _row(self, row: Any) -> tuple[list[int], list[int], list[int]]:
         examples = row if isinstance(row, list) else [row]

@@ -8,7 +8,8 @@ Order matters and is deliberate:
 2. Deduplication runs before the split for the same reason.
 3. Splitting uses distinct rows; mixing weights repeat or subsample only the
    training part, so a repeated row never lands in two splits.
-4. ``max_examples`` caps the mixed, shuffled training rows.
+4. ``max_examples`` caps the mixed, shuffled training rows; ``balance`` then oversamples
+   minority labels of the training rows only (:mod:`tuneforge.data.balance`).
 5. Rows longer than ``max_seq_length`` are dropped from training and validation
    only. A test row is the benchmark, and generation has no training length
    limit, so test rows are kept whatever their length (a long row of the
@@ -77,6 +78,7 @@ class _Row:
 
 def prepare(
     cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, cache_dir: Path | None = None, key: Any = None,
+    labels: list[str] | None = None,
 ) -> PreparedData:
     """Load, clean, split, mix and tokenize the data of a run.
 
@@ -89,13 +91,14 @@ def prepare(
         cache_dir: Cache prepared data here, keyed by :func:`~tuneforge.data.cache.fingerprint`, and
             read it back when the key matches (``None``: no cache; runs use
             :func:`~tuneforge.data.cache.cache_folder`).
+        labels: The task's label set (``eval.labels``), for ``cfg.balance``; detected from the answers when ``None``.
 
     Returns:
         :class:`PreparedData` with tokenized train/validation sets, canonical splits and the report.
 
     Raises:
         DataError: a source is missing or malformed (with file, line and field), a path is
-            listed twice, or no training rows survive cleaning.
+            listed twice, no training rows survive cleaning, or ``cfg.balance`` finds no labels.
 
     Example:
         >>> data = prepare(cfg.data, tokenizer, max_seq_length=1024, seed=42)
@@ -103,13 +106,13 @@ def prepare(
     """
     _check_distinct_paths(cfg)
     if cache_dir is None:
-        return _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key)
-    entry_key = fingerprint(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed)
+        return _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels)
+    entry_key = fingerprint(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, labels=labels)
     entry = read_entry(cache_dir, entry_key)
     if entry is not None:
         entry["report"].redact_snippets = _redacted_kinds(cfg)
         return PreparedData(**entry, cache_key=entry_key, reused=True)
-    data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key)
+    data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels)
     write_entry(cache_dir, entry_key, data)
     data.cache_key = entry_key
     return data
@@ -119,7 +122,8 @@ def _redacted_kinds(cfg: DataConfig) -> tuple[str, ...]:
     return tuple(cfg.clean.pii_types) if cfg.clean.redact_pii else ()
 
 
-def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, key: Any = None) -> PreparedData:
+def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, key: Any = None,
+             labels: list[str] | None = None) -> PreparedData:
     report = DataReport(template=describe_template(tokenizer), redact_snippets=_redacted_kinds(cfg))
     seen: set[str] = set()
     work = Work(cfg.clean, tokenizer, max_seq_length)
@@ -161,10 +165,14 @@ def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int,
         for role in ("validation", "test")
     )
     train = _mix_and_cap(train_part, loaded["train"], cfg.max_examples, seed, report)
+    weights = None
+    if cfg.balance != "none":
+        train, weights = _balance(train, cfg.balance, labels, seed, report)
     report.format = _main_format(train, report)
     report.tokens = _token_stats(train)
     return PreparedData(
-        train=[row.encoded.as_dict() for row in train],
+        train=[row.encoded.as_dict() for row in train] if weights is None
+        else [{**row.encoded.as_dict(), "weight": w} for row, w in zip(train, weights)],
         validation=[row.encoded.as_dict() for row in held_out["validation"]],
         train_examples=[row.example for row in train],
         validation_examples=[row.example for row in held_out["validation"]],
@@ -261,6 +269,37 @@ def _mix_and_cap(
     if not train:
         raise DataError("no training rows left after mixing by weight; raise the sources' weights")
     return train
+
+
+def _balance(
+    train: list[_Row], method: str, labels: list[str] | None, seed: int, report: DataReport
+) -> tuple[list[_Row], list[float] | None]:
+    """Oversample the training rows' minority labels, or weigh their loss (then also returned, one per row).
+
+    The report records the rows per label before and after (and the weights).
+    """
+    from tuneforge.data.balance import detect_labels, label_counts, label_of, label_weights, oversample
+    from tuneforge.data.template import reference
+
+    answers = [reference(row.example) if "messages" in row.example else "" for row in train]
+    found = labels or detect_labels(answers)
+    if not found:
+        raise DataError(
+            f"data.balance: {method} needs labels: set eval.labels, or use answers that are a small set of short "
+            f"labels (the training answers hold {len(set(answers))} distinct values)"
+        )
+    row_labels = [label_of(a, found) for a in answers]
+    if not any(row_labels):
+        raise DataError(f"data.balance: no training answer is one of the labels {found}")
+    report.balance = {"method": method, "labels_from": "eval.labels" if labels else "detected from the answers",
+                      "before": label_counts(row_labels, found)}
+    if method == "loss_weights":
+        per_label = label_weights(row_labels)
+        report.balance.update(after=report.balance["before"], weights=per_label)
+        return train, [per_label.get(label, 1.0) if label else 1.0 for label in row_labels]
+    order = oversample(list(range(len(train))), row_labels, seed=seed)
+    report.balance["after"] = label_counts([row_labels[i] for i in order], found)
+    return [train[i] for i in order], None
 
 
 def _main_format(train: list[_Row], report: DataReport) -> str:

@@ -70,6 +70,8 @@ class DataReport:
     test_longer_than_max_seq_length: int = 0
     """Test rows longer than training.max_seq_length: kept, since evaluation does not need the training limit."""
     redact_snippets: tuple[str, ...] = ()
+    balance: dict[str, Any] | None = None
+    """``data.balance``: method, where the labels came from, training rows per label ``before`` and ``after``."""
 
     def source(self, path: str) -> SourceStats:
         """The stats of ``path``, created on first use."""
@@ -136,6 +138,11 @@ class DataReport:
                 f"training: {t['examples']} examples, {t['total_tokens']} tokens ({t['answer_tokens']} answer), "
                 f"mean {t['mean_length']:.0f}, max {t['max_length']}"
             )
+        if self.balance:
+            before, after = self.balance["before"], self.balance["after"]
+            lines.append(f"balance ({self.balance['method']}, labels {self.balance['labels_from']}): "
+                         + ", ".join(f"{label} {before[label]}→{after.get(label, 0)}" for label in before)
+                         + (f"; loss weights {self.balance['weights']}" if self.balance.get("weights") else ""))
         lines += self.notes
         table.caption = "\n".join(lines) or None
         return table

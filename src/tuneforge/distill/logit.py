@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.errors import ConfigError
-from tuneforge.train.trainer import TuneforgeTrainer, answer_logits
+from tuneforge.train.trainer import TuneforgeTrainer, answer_cross_entropy, answer_logits
 
 
 def kd_loss_sum(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -46,13 +46,13 @@ class DistillTrainer(TuneforgeTrainer):
         self.temperature = temperature
         self._sums = {"distill_kl": 0.0, "distill_ce": 0.0, "tokens": 0}
 
-    def answer_loss(self, model, inputs, labels):
+    def answer_loss(self, model, inputs, labels, weights=None):
         logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head)
         with torch.no_grad():  # the same packed rows, positions and attention layout as the student's
             teacher_logits, _, _ = answer_logits(self.teacher, inputs, labels)
         vocab = min(logits.shape[-1], teacher_logits.shape[-1])  # an embedding padded past the tokenizer's size
         kl = kd_loss_sum(logits[:, :vocab], teacher_logits[:, :vocab], self.temperature)
-        ce = F.cross_entropy(logits.float(), targets, reduction="sum")
+        ce = answer_cross_entropy(logits, targets, labels, weights)  # data.balance weighs the answer loss
         if model.training:
             self._sums["distill_kl"] += float(kl.detach())
             self._sums["distill_ce"] += float(ce.detach())

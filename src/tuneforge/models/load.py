@@ -85,8 +85,10 @@ def resolve(cfg: ModelConfig | str) -> str:
     path = Path(ref).expanduser()
     if path.is_dir():
         run = RunDir(path)
-        if run.is_run():
-            raise ModelError(f"{path} is a run directory; use it with load(), or merge it first (tuneforge merge)")
+        if run.is_run():  # a trained run as the starting point: its weights as one plain folder
+            from tuneforge.models.from_run import run_start_point
+
+            return str(run_start_point(run))
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
             hint = f"; it holds {ggufs[0].name}: set model.gguf_file" if ggufs else ""

@@ -91,6 +91,8 @@ def resolve_target(target: str | Path) -> Target:
         return Target("run", ref, path, run)
     if path.is_dir() and (path / "adapter_config.json").is_file():
         return Target("adapter", ref, path)
+    if run.config.is_file() and (path / "stages").is_dir():  # a multi-stage run stands for its final stage
+        return resolve_target(_final_stage(run))
     if run.config.is_file():
         raise ModelError(f"run directory {path} has no trained weights yet ({run.adapter.name}/ or {run.model.name}/)")
     if path.is_file() and path.suffix == ".gguf":
@@ -110,3 +112,21 @@ def resolve_target(target: str | Path) -> Target:
             f"a model folder, a .gguf file or a model alias: {', '.join(ALIASES)})"
         )
     return Target("hub", ref)
+
+
+def _final_stage(chain: RunDir) -> Path:
+    """The final stage of a finished multi-stage run (its manifest names it).
+
+    Raises:
+        ModelError: the chain has not finished; the message lists its stages, which may be used one by one.
+    """
+    import json
+
+    try:
+        return Path(json.loads(chain.manifest.read_text(encoding="utf-8"))["final"])
+    except (OSError, ValueError, KeyError, TypeError):
+        stages = ", ".join(sorted(p.name for p in (chain.root / "stages").iterdir()))
+        raise ModelError(
+            f"multi-stage run {chain.root} has not finished, so it has no final model yet; "
+            f"point at one of its stages instead ({chain.root}/stages/: {stages})"
+        ) from None

@@ -208,6 +208,18 @@ class RunContext:
         self._saved_tmp = None
         shutil.rmtree(self.root / ".tmp", ignore_errors=True)
 
+    def begin_stages(self, stages: list[str]) -> None:
+        """Record a multi-stage run's config and mark it running; the first write of such a run.
+
+        Its stages are ordinary runs below ``stages/``, each with its own context, lock and resume,
+        so nothing here is cleared: a restarted chain keeps its finished stages.
+        """
+        if not self.is_main:
+            return
+        self.write_config(self.cfg)
+        self._status("running", stages=stages)
+        self._begun = True
+
     def mark_finished(self) -> None:
         """Make every file private and record the run as finished: the very last write of a run."""
         if not self.is_main:

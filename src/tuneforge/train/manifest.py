@@ -29,7 +29,14 @@ def peak_rss_mb() -> float:
 
 
 def build_manifest(cfg: Any, sources: dict[str, str], **numbers: Any) -> dict[str, Any]:
-    """Assemble manifest.json: versions, data SHA-256 per source, seed, and the run's numbers."""
+    """Assemble manifest.json: versions, data SHA-256 per source, seed, and the run's numbers.
+
+    A run that started from another run records it as ``parent`` (run, stage, weights SHA-256, and
+    that run's own parent): the lineage of a multi-stage run, readable from its last stage.
+    """
+    from tuneforge.models.from_run import parent_record
+
+    parent = parent_record(cfg.model.name_or_path)
     return {
         "name": cfg.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -39,5 +46,6 @@ def build_manifest(cfg: Any, sources: dict[str, str], **numbers: Any) -> dict[st
         "method": cfg.method.name,
         "seed": cfg.training.seed,
         "data_sha256": sources,
+        **({"parent": parent} if parent else {}),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in numbers.items()},
     }

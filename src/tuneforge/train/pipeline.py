@@ -52,6 +52,10 @@ def finetune(
 
     cfg = config if isinstance(config, RunConfig) else load_config(config)
     console = console or Console(stderr=True)
+    if cfg.stages:  # a chain of runs; each stage comes back here as a single run
+        from tuneforge.train.stages import run_stages
+
+        return run_stages(cfg, finetune, resume=resume, console=console, callbacks=callbacks)
     recipe = get_recipe(cfg.training.objective)
     preflight(cfg)  # out_dir, disk, data files, target_modules, eval.labels: fail before any folder or model
     with RunContext.open(cfg, resume=resume) as ctx:

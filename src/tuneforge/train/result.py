@@ -22,6 +22,8 @@ class FinetuneResult:
     eval: Any = None
     already_finished: bool = False
     """True when the run had finished before and nothing was trained (its stored numbers)."""
+    stages: list["FinetuneResult"] = field(default_factory=list)
+    """A multi-stage run's results, one per stage in order (this result is the last one's)."""
 
     @classmethod
     def from_run(cls, paths: RunDir) -> "FinetuneResult":

@@ -47,7 +47,7 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
     from tuneforge.data.cache import cache_folder
 
     prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
-                                  cache_dir=cache_folder(cfg), key=ctx.sealer.key)
+                                  cache_dir=cache_folder(cfg), key=ctx.sealer.key, labels=cfg.eval.labels)
     if prepared.reused and ctx.is_main:
         console.print(f"data: reused prepared cache {prepared.cache_key}")
     ctx.begin(

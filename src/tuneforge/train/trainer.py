@@ -66,6 +66,16 @@ def _unwrap(model: Any) -> Any:
     return model
 
 
+def answer_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy summed over the answer targets; with ``weights``, each target token weighs as its example
+    (the label's weight of ``data.balance: loss_weights``, mean 1 over the data)."""
+    if weights is None:
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+    per_token = weights[:, 1:][labels[:, 1:] != IGNORE_INDEX]
+    return (F.cross_entropy(logits.float(), targets, reduction="none") * per_token).sum()
+
+
 class TuneforgeTrainer(Trainer):
     """Trainer with the selective answer-only loss, token counting and generation metrics on evaluation.
 
@@ -89,7 +99,9 @@ class TuneforgeTrainer(Trainer):
         num_tokens = inputs.pop("num_tokens", None)
         if model.training and num_tokens is not None:
             self.tokens_seen += int(num_tokens)
-        loss, targets, outputs = self.answer_loss(model, inputs, inputs.pop("labels"))
+        labels = inputs.pop("labels")
+        weights = inputs.pop("loss_weights", None)  # data.balance: loss_weights
+        loss, targets, outputs = self.answer_loss(model, inputs, labels, weights)
         if num_items_in_batch is None:
             loss = loss / targets.numel() if targets.numel() else loss
         else:
@@ -99,10 +111,14 @@ class TuneforgeTrainer(Trainer):
                 loss = loss * self.args.world_size
         return (loss, outputs) if return_outputs else loss
 
-    def answer_loss(self, model: Any, inputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """The loss summed over answer tokens, the targets and the model outputs (a subclass changes the loss here)."""
+    def answer_loss(self, model: Any, inputs: dict, labels: torch.Tensor,
+                    weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The loss summed over answer tokens, the targets and the model outputs (a subclass changes the loss here).
+
+        ``weights`` (``data.balance: loss_weights``) is one weight per token position, as the collator emits it.
+        """
         logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head)
-        return F.cross_entropy(logits.float(), targets, reduction="sum"), targets, outputs
+        return answer_cross_entropy(logits, targets, labels, weights), targets, outputs
 
     def train(self, *args: Any, **kwargs: Any):
         try:
