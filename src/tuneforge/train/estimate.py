@@ -27,7 +27,7 @@ The per-token coefficients were measured on SmolLM2-135M with
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tuneforge.data.pack import IGNORE_INDEX, TokenBatch
@@ -114,10 +114,18 @@ class TrainingPlan:
     auto_checkpointing: bool  # turned on by "auto" because the estimate without it exceeded the limit
     steps_per_epoch: int
     seconds_per_epoch: float | None
+    budget_steps: int | None = None  # steps that fit training.max_time, by this estimate
 
     @property
     def fits(self) -> bool:
         return self.memory.total <= self.memory_limit
+
+    @property
+    def step_seconds(self) -> float | None:
+        """Estimated seconds per optimizer step (None without a time estimate)."""
+        if self.seconds_per_epoch is None or not self.steps_per_epoch:
+            return None
+        return self.seconds_per_epoch / self.steps_per_epoch
 
     def lines(self) -> list[str]:
         """Human-readable summary (printed by `tuneforge validate` and before training)."""
@@ -127,6 +135,10 @@ class TrainingPlan:
         out += [f"  {name:<32} {_mib(size):>10}" for name, size in self.memory.components().items()]
         if self.seconds_per_epoch is not None:
             out.append(f"estimated time per epoch {self.seconds_per_epoch / 60:.1f} min ({self.steps_per_epoch} steps) on this machine")
+        if self.budget_steps is not None:
+            epochs = self.budget_steps / max(self.steps_per_epoch, 1)
+            out.append(f"estimated steps in the time budget (training.max_time): {self.budget_steps} ({epochs:.1f} epochs); "
+                       "measured and re-planned during training")
         if not self.fits:
             out.append("warning: the estimate exceeds the memory limit; lower training.batch_tokens "
                        "(or per_device_batch_size), or set training.gradient_checkpointing: true")
@@ -303,7 +315,13 @@ def plan_training(
         # Time scales with the real batches' tokens, not the largest batch's: scale by the token ratio.
         total_tokens = sum(_item_tokens(x) for x in items)
         seconds = flops / max(batch.tokens, 1) * total_tokens / (flops_per_second * _STEP_EFFICIENCY)
-    return TrainingPlan(batch, memory, memory_limit, checkpointing, auto, steps, seconds)
+    plan = TrainingPlan(batch, memory, memory_limit, checkpointing, auto, steps, seconds)
+    if training.max_time is not None and plan.step_seconds:
+        from tuneforge.train.budget import steps_that_fit
+
+        fit = steps_that_fit(training.max_time, plan.step_seconds)
+        plan = replace(plan, budget_steps=min(fit, training.max_steps) if training.max_steps else fit)
+    return plan
 
 
 def _item_tokens(item: Any) -> int:

@@ -74,7 +74,7 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
         trainable_parameters=trainable, total_parameters=total, objective="dpo", dpo=cfg.training.dpo.model_dump(),
     )
     console.print(
-        f"[bold green]trained[/] {trainer.state.global_step} DPO steps in {train_seconds:.0f}s, "
+        f"[bold green]trained[/] {trainer.state.global_step} DPO steps{steps.budget_summary(trainer)[1]} in {train_seconds:.0f}s, "
         f"{meter.overall():.0f} tokens/s ({precision}); adapter in {weights}"
     )
 
