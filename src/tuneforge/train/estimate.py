@@ -248,16 +248,21 @@ def step_flops(shape: ModelShape, batch: BatchShape, *, gradient_checkpointing: 
     return forward * (2.0 if gradient_checkpointing else 1.0) + backward
 
 
-def matmul_flops_per_second(precision: str, seconds: float = 0.3) -> float:
-    """This machine's rate on a training-sized matmul at ``precision``, measured now (~``seconds``)."""
+def matmul_flops_per_second(precision: str, seconds: float = 0.3, shape: tuple[int, int, int] = (512, 1024, 2048)) -> float:
+    """This machine's rate on a training-sized matmul at ``precision``, measured now (~``seconds``).
+
+    Args:
+        shape: ``(m, k, n)``: an ``m x k`` by ``k x n`` product (the benchmark passes the model's own shapes).
+    """
     import torch
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and dtype == torch.float16:
         dtype = torch.float32
-    x = torch.randn(512, 1024, dtype=dtype, device=device)
-    w = torch.randn(1024, 2048, dtype=dtype, device=device)
+    m, k, n_out = shape
+    x = torch.randn(m, k, dtype=dtype, device=device)
+    w = torch.randn(k, n_out, dtype=dtype, device=device)
     x @ w  # warm-up (kernel selection)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -265,7 +270,7 @@ def matmul_flops_per_second(precision: str, seconds: float = 0.3) -> float:
         n += 1
     if device == "cuda":
         torch.cuda.synchronize()
-    return n * 2 * 512 * 1024 * 2048 / (time.perf_counter() - start)
+    return n * 2 * m * k * n_out / (time.perf_counter() - start)
 
 
 def available_memory() -> int:
