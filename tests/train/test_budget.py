@@ -80,3 +80,29 @@ def test_max_steps_bounds_the_budget(run_config):
     records = [json.loads(line) for line in RunDir(result.run_dir).metrics.read_text().splitlines()]
     last = [r for r in records if "learning_rate" in r][-1]
     assert math.isclose(last["learning_rate"], 1e-3 * _cosine(6, 1, 7), rel_tol=1e-6)
+
+
+def test_two_processes_agree_on_the_plan_and_stop_together(run_config):
+    # Each process times its own steps; if each followed its own plan, the first to stop would leave
+    # the other waiting in an all-reduce forever. The launch's timeout turns such a hang into a failure.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    lora = {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"}
+    path = run_config(name="ddp-budget", method=lora,
+                      training={"max_steps": None, "max_time": "8s", "per_device_batch_size": 2, "logging_steps": 5,
+                                "save_strategy": "no"})
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541",
+           "-m", "tuneforge", "train", str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = RunDir(load_config(path).run_dir)
+    ranks = [json.loads((run.root / "ranks" / f"rank-{i}.json").read_text()) for i in (0, 1)]
+    manifest = json.loads(run.manifest.read_text())
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == manifest["global_step"] > 5
+    assert manifest["train_loop_seconds"] < 8 + 6

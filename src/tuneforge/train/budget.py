@@ -146,20 +146,37 @@ class TimeBudgetCallback(TrainerCallback):
                 # The new plan ends here (the Trainer's flow saw the old one): end as that flow would.
                 control.should_training_stop = True
                 control.should_save = args.save_strategy != "no"
+        if not control.should_training_stop:
+            eval_cost = self._eval_cost(rate) if control.should_evaluate else 0.0
+            if now + eval_cost + rate > self.deadline:
+                # The next step would end past the deadline: stop here, as if the plan ended here. An evaluation
+                # that does not fit either is skipped; the checkpoint is saved (the run stays resumable).
+                if now + eval_cost > self.deadline:
+                    control.should_evaluate = False
+                self.stopped_at_deadline = True
+                self._set(args, state, state.global_step)
+                control.should_training_stop = True
+                control.should_save = args.save_strategy != "no"
+        self._agree(args, state, control)
         if control.should_training_stop:
             control.should_log = True  # the last step's loss and learning rate reach the log
+
+    def _agree(self, args, state, control) -> None:
+        """With several processes, all take the earliest plan and stop together (one alone would hang the rest)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
             return
-        evaluating = control.should_evaluate
-        eval_cost = self._eval_cost(rate) if evaluating else 0.0
-        if now + eval_cost + rate > self.deadline:
-            # The next step would end past the deadline: stop here, as if the plan ended here. An
-            # evaluation that does not fit either is skipped; the checkpoint is saved (the run stays resumable).
-            if now + eval_cost > self.deadline:
-                control.should_evaluate = False
-            self.stopped_at_deadline = True
-            self._set(args, state, state.global_step)
+        import torch
+
+        # One reduction: the smallest horizon, and (negated) whether any process stops.
+        both = torch.tensor([state.max_steps, -int(control.should_training_stop)], dtype=torch.long, device=args.device)
+        dist.all_reduce(both, op=dist.ReduceOp.MIN)
+        horizon, stop = int(both[0]), bool(both[1])
+        if horizon != state.max_steps:
+            self._set(args, state, horizon)
+        if stop and not control.should_training_stop:
             control.should_training_stop = True
-            control.should_log = True
             control.should_save = args.save_strategy != "no"
 
     def on_evaluate(self, args, state, control, **kwargs):
@@ -213,10 +230,11 @@ class TimeBudgetCallback(TrainerCallback):
         return None
 
     def _replan_between_steps(self, args, state, control) -> None:
-        # An evaluation or checkpoint cost measured for the first time: the plan may now end at this step.
+        # An evaluation or checkpoint cost measured for the first time. A plan ending at this step
+        # becomes the next one: stopping is decided at a step's end, where processes agree on it.
         self._plan(args, state, self._step_seconds())
         if state.global_step >= state.max_steps:
-            control.should_training_stop = True
+            self._set(args, state, state.global_step + 1)
 
     def _plan(self, args, state, rate: float) -> None:
         # One step of margin: a plan that ends a step early keeps its schedule; one that ends late is cut
