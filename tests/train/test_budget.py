@@ -106,3 +106,24 @@ def test_two_processes_agree_on_the_plan_and_stop_together(run_config):
     manifest = json.loads(run.manifest.read_text())
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == manifest["global_step"] > 5
     assert manifest["train_loop_seconds"] < 8 + 6
+
+
+def test_a_slowdown_late_in_the_run_still_ends_at_the_deadline(run_config):
+    # Steps become much slower after step 15 (another job takes the machine): the plan made from the
+    # fast steps no longer fits, and the run must re-plan or stop at the deadline, not overrun it.
+    import time as clock
+
+    from transformers import TrainerCallback
+
+    from tuneforge.train.pipeline import finetune as run_finetune
+
+    class SlowDown(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step >= 15:
+                clock.sleep(0.25)
+
+    path = run_config(training={"max_steps": None, "max_time": "8s", "logging_steps": 5, "save_strategy": "no"})
+    result = run_finetune(load_config(path), callbacks=[SlowDown()])
+    manifest = result.manifest
+    assert manifest["train_loop_seconds"] < 8 + 1.5, manifest  # at most about one slow step over
+    assert result.global_step > 15 and manifest["plans"] >= 2
