@@ -22,6 +22,9 @@ def test_validate_prints_the_data_report(tmp_path, tiny_model_dir, capsys):
     assert "estimated peak memory" in out and "activations saved for backward" in out and "time per epoch" in out
     written = json.loads(report.read_text())
     assert "duplicate" in json.dumps(written) and "malformed" in json.dumps(written)
+    # With a time budget, the steps it should allow (capped by max_steps).
+    assert main(["validate", str(cfg), "--set", "training.max_time=5m", "--set", "training.max_steps=7"]) == 0
+    assert "estimated steps in the time budget (training.max_time): 7 " in capsys.readouterr().out
 
 
 def test_validate_stops_on_a_malformed_row_with_file_and_line(tmp_path, tiny_model_dir, capsys):

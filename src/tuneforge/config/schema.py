@@ -20,6 +20,7 @@ from tuneforge.config.grpo import GrpoConfig, RewardSource  # noqa: F401 (re-exp
 from tuneforge.config.kto import KtoConfig, KtoLoss  # noqa: F401 (re-exported)
 from tuneforge.config.orpo import OrpoConfig
 from tuneforge.config.reward import RewardConfig
+from tuneforge.config.duration import Seconds
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 from tuneforge.config.security import SecurityConfig
 from tuneforge.config.stages import StageConfig, check_stage_names
@@ -341,8 +342,20 @@ class TrainingConfig(_Section):
     learning_rate: Float | None = Field(
         None, gt=0, description="Peak learning rate; default 2e-5 for full, 2e-4 for LoRA/DoRA/QLoRA."
     )
-    epochs: Float = Field(3.0, gt=0, description="Passes over the training set (ignored when max_steps is set).")
-    max_steps: Int | None = Field(None, gt=0, description="Stop after this many optimiser steps.")
+    epochs: Float = Field(
+        3.0, gt=0, description="Passes over the training set (ignored when max_steps or max_time is set)."
+    )
+    max_steps: Int | None = Field(
+        None, gt=0, description="Stop after this many optimiser steps; with max_time, the most steps the plan may take."
+    )
+    max_time: Seconds | None = Field(
+        None,
+        description="Train for this long ('90s', '5m', '1h30m' or seconds): the throughput of the first steps "
+        "sets the number of steps, and warm-up and decay of the learning rate end at that step; re-planned when "
+        "throughput drifts, and stopped at the deadline. Counts from the first training step, evaluations during "
+        "training included; loading, the final save and the test-set evaluation are not. epochs is ignored; "
+        "max_steps, if also set, is an upper bound.",
+    )
     per_device_batch_size: Int | None = Field(
         None, gt=0,
         description="Rows per device per forward pass, each up to max_seq_length tokens (packed rows hold several "

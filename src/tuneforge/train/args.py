@@ -91,11 +91,17 @@ def training_arguments(
     if rows_per_batch is None:
         rows_per_batch = t.per_device_batch_size if t.token_budget is None else 1
     warmup: float = t.warmup_steps if t.warmup_steps is not None else (t.warmup_ratio or 0.0)
+    max_steps = t.max_steps or -1
+    if t.max_time is not None:
+        from tuneforge.train.budget import UNBOUNDED_STEPS
+
+        # The budget callback plans the steps (and points the schedule at them); the Trainer only needs a bound.
+        max_steps = t.max_steps or UNBOUNDED_STEPS
     return (args_class or TrainingArguments)(
         output_dir=str(output_dir),
         learning_rate=cfg.learning_rate,
         num_train_epochs=t.epochs,
-        max_steps=t.max_steps or -1,
+        max_steps=max_steps,
         per_device_train_batch_size=rows_per_batch,
         per_device_eval_batch_size=rows_per_batch,
         gradient_accumulation_steps=t.gradient_accumulation_steps,

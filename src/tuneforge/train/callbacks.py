@@ -98,7 +98,8 @@ class RichProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step, **self.fields)
+            # total follows state.max_steps: a time budget (train/budget.py) re-plans it during training
+            self.progress.update(self.task, completed=state.global_step, total=state.max_steps, **self.fields)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is None or not logs:

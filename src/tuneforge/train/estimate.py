@@ -27,7 +27,7 @@ The per-token coefficients were measured on SmolLM2-135M with
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tuneforge.data.pack import IGNORE_INDEX, TokenBatch
@@ -114,10 +114,18 @@ class TrainingPlan:
     auto_checkpointing: bool  # turned on by "auto" because the estimate without it exceeded the limit
     steps_per_epoch: int
     seconds_per_epoch: float | None
+    budget_steps: int | None = None  # steps that fit training.max_time, by this estimate
 
     @property
     def fits(self) -> bool:
         return self.memory.total <= self.memory_limit
+
+    @property
+    def step_seconds(self) -> float | None:
+        """Estimated seconds per optimizer step (None without a time estimate)."""
+        if self.seconds_per_epoch is None or not self.steps_per_epoch:
+            return None
+        return self.seconds_per_epoch / self.steps_per_epoch
 
     def lines(self) -> list[str]:
         """Human-readable summary (printed by `tuneforge validate` and before training)."""
@@ -127,6 +135,10 @@ class TrainingPlan:
         out += [f"  {name:<32} {_mib(size):>10}" for name, size in self.memory.components().items()]
         if self.seconds_per_epoch is not None:
             out.append(f"estimated time per epoch {self.seconds_per_epoch / 60:.1f} min ({self.steps_per_epoch} steps) on this machine")
+        if self.budget_steps is not None:
+            epochs = self.budget_steps / max(self.steps_per_epoch, 1)
+            out.append(f"estimated steps in the time budget (training.max_time): {self.budget_steps} ({epochs:.1f} epochs); "
+                       "measured and re-planned during training")
         if not self.fits:
             out.append("warning: the estimate exceeds the memory limit; lower training.batch_tokens "
                        "(or per_device_batch_size), or set training.gradient_checkpointing: true")
@@ -236,16 +248,21 @@ def step_flops(shape: ModelShape, batch: BatchShape, *, gradient_checkpointing: 
     return forward * (2.0 if gradient_checkpointing else 1.0) + backward
 
 
-def matmul_flops_per_second(precision: str, seconds: float = 0.3) -> float:
-    """This machine's rate on a training-sized matmul at ``precision``, measured now (~``seconds``)."""
+def matmul_flops_per_second(precision: str, seconds: float = 0.3, shape: tuple[int, int, int] = (512, 1024, 2048)) -> float:
+    """This machine's rate on a training-sized matmul at ``precision``, measured now (~``seconds``).
+
+    Args:
+        shape: ``(m, k, n)``: an ``m x k`` by ``k x n`` product (the benchmark passes the model's own shapes).
+    """
     import torch
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and dtype == torch.float16:
         dtype = torch.float32
-    x = torch.randn(512, 1024, dtype=dtype, device=device)
-    w = torch.randn(1024, 2048, dtype=dtype, device=device)
+    m, k, n_out = shape
+    x = torch.randn(m, k, dtype=dtype, device=device)
+    w = torch.randn(k, n_out, dtype=dtype, device=device)
     x @ w  # warm-up (kernel selection)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -253,7 +270,7 @@ def matmul_flops_per_second(precision: str, seconds: float = 0.3) -> float:
         n += 1
     if device == "cuda":
         torch.cuda.synchronize()
-    return n * 2 * 512 * 1024 * 2048 / (time.perf_counter() - start)
+    return n * 2 * m * k * n_out / (time.perf_counter() - start)
 
 
 def available_memory() -> int:
@@ -303,7 +320,13 @@ def plan_training(
         # Time scales with the real batches' tokens, not the largest batch's: scale by the token ratio.
         total_tokens = sum(_item_tokens(x) for x in items)
         seconds = flops / max(batch.tokens, 1) * total_tokens / (flops_per_second * _STEP_EFFICIENCY)
-    return TrainingPlan(batch, memory, memory_limit, checkpointing, auto, steps, seconds)
+    plan = TrainingPlan(batch, memory, memory_limit, checkpointing, auto, steps, seconds)
+    if training.max_time is not None and plan.step_seconds:
+        from tuneforge.train.budget import steps_that_fit
+
+        fit = steps_that_fit(training.max_time, plan.step_seconds)
+        plan = replace(plan, budget_steps=min(fit, training.max_steps) if training.max_steps else fit)
+    return plan
 
 
 def _item_tokens(item: Any) -> int:

@@ -81,10 +81,17 @@ def prepare_pairs(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any)
     return pairs
 
 
-def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[Any] = ()) -> Any:
+def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[Any] = (), *,
+                   step_seconds: float | None = None, eval_batches: int = 0) -> Any:
     """Progress bar, ``metrics.jsonl``, TensorBoard and per-rank reports on a ``Trainer``, then ``extra`` callbacks.
 
+    With ``training.max_time``, the :class:`~tuneforge.train.budget.TimeBudgetCallback` comes first, so
+    the progress bar and the logs read the steps it plans (every recipe calls this, so none can miss it).
     ``extra`` come last, so they see each evaluation after it is logged (the search prunes there).
+
+    Args:
+        step_seconds: The pre-training estimate per optimizer step, for the budget's first plan.
+        eval_batches: Validation batches per evaluation, for the budget's first plan.
 
     Returns:
         The :class:`tuneforge.train.callbacks.ThroughputMeter` measuring real tokens/s.
@@ -96,6 +103,12 @@ def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[
     trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the rich callback prints instead
     tokens_seen = lambda: trainer.tokens_seen  # noqa: E731
     meter = cb.ThroughputMeter(tokens_seen)
+    max_time = ctx.cfg.training.max_time
+    if max_time is not None:
+        from tuneforge.train.budget import TimeBudgetCallback
+
+        trainer.add_callback(TimeBudgetCallback(max_time, upper_bound=ctx.cfg.training.max_steps,
+                                                estimated_step_seconds=step_seconds, eval_batches=eval_batches))
     trainer.add_callback(cb.RankReportCallback(ctx.write_json, tokens_seen, trainer.model))
     trainer.add_callback(cb.NonFiniteCallback())  # a diverged run stops with an error, unsaved
     if ctx.sealer.key is not None:
@@ -111,6 +124,21 @@ def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[
     for callback in extra:
         trainer.add_callback(callback)
     return meter
+
+
+def budget_summary(trainer: Any) -> tuple[dict[str, Any], str]:
+    """The manifest fields and the closing-line words of a run with ``training.max_time`` (``({}, "")`` without)."""
+    from tuneforge.train.budget import TimeBudgetCallback
+
+    budget = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TimeBudgetCallback)), None)
+    if budget is None:
+        return {}, ""
+    from tuneforge.config.duration import format_duration
+
+    numbers = {**budget.report(), "epochs_reached": round(trainer.state.epoch or 0.0, 3)}
+    why = "stopped at the deadline" if numbers["stopped_at_deadline"] else f"{numbers['planned_steps']} planned"
+    return numbers, (f" (budget {format_duration(numbers['max_time_seconds'])}: {why}, "
+                     f"{numbers['epochs_reached']:.2f} epochs, loop {numbers['train_loop_seconds']:.0f}s)")
 
 
 def save_weights(ctx: RunContext, model: Any, tokenizer: Any, *, full: bool) -> Path:
@@ -162,7 +190,7 @@ def save_run(ctx: RunContext, cfg: RunConfig, trainer: Any, tokenizer: Any, outp
     manifest = write_manifest(
         ctx, cfg, sources, tokens_seen=trainer.tokens_seen, tokens_per_second=meter.overall(),
         global_step=trainer.state.global_step, train_loss=output.training_loss, world_size=trainer.args.world_size,
-        **numbers,
+        **budget_summary(trainer)[0], **numbers,
     )
     return weights, manifest
 

@@ -42,7 +42,8 @@ def train_save_evaluate(ctx: RunContext, cfg: RunConfig, console: Any, trainer: 
         total_parameters=total, objective=objective, **{objective: getattr(cfg.training, objective).model_dump()},
     )
     console.print(
-        f"[bold green]trained[/] {trainer.state.global_step} {objective.upper()} steps in {train_seconds:.0f}s, "
+        f"[bold green]trained[/] {trainer.state.global_step} {objective.upper()} steps{steps.budget_summary(trainer)[1]} "
+        f"in {train_seconds:.0f}s, "
         f"{meter.overall():.0f} tokens/s ({precision}); adapter in {weights}"
     )
 

@@ -78,7 +78,8 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
         total_parameters=total, objective="reward", task="reward", reward=cfg.training.reward.model_dump(),
     )
     console.print(
-        f"[bold green]trained[/] a reward model in {trainer.state.global_step} steps, {train_seconds:.0f}s, "
+        f"[bold green]trained[/] a reward model in {trainer.state.global_step} steps{steps.budget_summary(trainer)[1]}, "
+        f"{train_seconds:.0f}s, "
         f"{meter.overall():.0f} tokens/s ({precision}); adapter + {head} head in {weights}"
     )
 

@@ -68,7 +68,8 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
         validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
         **(trainer_kwargs or {}),
     )
-    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
+    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks, step_seconds=plan.step_seconds,
+                                 eval_batches=_batches(eval_rows, cfg))
     early = cfg.training.early_stopping
     if early is not None:
         from transformers import EarlyStoppingCallback
@@ -80,6 +81,7 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
         return result
 
     # --- save
+    budget_words = steps.budget_summary(trainer)[1]
     weights, result.manifest = steps.save_run(
         ctx, cfg, trainer, tokenizer, output, meter, prepared.sources, full=cfg.method.name == "full",
         wall_seconds=train_seconds, precision=precision, packing=packing,
@@ -88,13 +90,19 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
         **(manifest or {}),
     )
     console.print(
-        f"[bold green]trained[/] {trainer.state.global_step} steps in {train_seconds:.0f}s, "
+        f"[bold green]trained[/] {trainer.state.global_step} steps{budget_words} in {train_seconds:.0f}s, "
         f"{meter.overall():.0f} tokens/s ({precision}, packing {'on' if packing else 'off'}); weights in {weights}"
     )
 
     # --- evaluate
     result.eval = steps.evaluate(ctx, cfg, trainer.model, tokenizer, base_path, prepared, console, result.manifest)
     return result
+
+
+def _batches(items: list[Any], cfg: RunConfig) -> int:
+    """Loader batches over ``items`` (token batches already are one each)."""
+    size = cfg.training.per_device_batch_size if cfg.training.token_budget is None else 1
+    return -(-len(items) // (size or 1))
 
 
 def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict]) -> Any:
