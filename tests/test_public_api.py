@@ -72,3 +72,13 @@ def test_each_stage_has_a_run_entry_point():
 
     for stage in (tuneforge.eval, tuneforge.export, tuneforge.serve):
         assert callable(stage.run), stage.__name__
+
+
+def test_top_level_finetune_takes_the_same_arguments_as_the_pipeline():
+    import inspect
+
+    import tuneforge
+    from tuneforge.train import pipeline
+
+    top = inspect.signature(tuneforge.finetune).parameters
+    assert list(top) == list(inspect.signature(pipeline.finetune).parameters)

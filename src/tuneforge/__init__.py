@@ -25,11 +25,15 @@ from tuneforge.errors import (
 __version__ = "0.1.0"
 
 
-def finetune(config, *, resume: bool = False):
-    """Run the whole path for a config: data, training, evaluation. See :func:`tuneforge.train.finetune`."""
+def finetune(config, *, resume: bool = False, console=None, callbacks=()):
+    """Run the whole path for a config: data, training, evaluation. See :func:`tuneforge.train.finetune`.
+
+    The same arguments as :func:`tuneforge.train.finetune` (``console``: where progress and tables go;
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects), so code written against either works.
+    """
     from tuneforge.train.pipeline import finetune as _finetune
 
-    return _finetune(config, resume=resume)
+    return _finetune(config, resume=resume, console=console, callbacks=callbacks)
 
 
 __all__ = [
