@@ -110,9 +110,12 @@ def test_changed_space_or_config_is_refused_naming_what_changed(search_config, c
     assert "search.space.method.r.choice: [2, 4] -> [2, 8]" in err
     assert "training.max_steps: 6 -> 8" in err
     assert "--study NEW_NAME" in err and "Traceback" not in err
+    # a default spelled out (or a field a later version adds at its default) is not a change
+    spelled = search_config(name="spelled")  # its own file; --study names the same study
+    assert main(["tune", str(spelled), "--study", "tiny", "--trials", "2", "--set", "data.balance=none"]) == 0
     # the same search under a new study name starts afresh; the old study is untouched
     assert main(["tune", str(changed), "--trials", "1", "--study", "tiny2"]) == 0
-    assert len(_load(changed.parent, "tiny").trials) == 1
+    assert len(_load(changed.parent, "tiny").trials) == 2
 
 
 def test_timeout_stops_the_running_trial_and_counts_it_failed(search_config, tmp_path):

@@ -190,7 +190,9 @@ def search_fingerprint(base: RunConfig) -> dict[str, Any]:
     return {
         "space": {k: v.model_dump(mode="json", exclude_none=True) for k, v in sorted(search.space.items())},
         "metric": search.metric, "maximize": search.maximize,
-        "config": base.model_dump(mode="json", exclude={"search", "name", "out_dir"}),
+        # Only settings that differ from their defaults: a field a later tuneforge adds (at its default), or a
+        # default spelled out in the YAML, changes nothing a trial means and must not lock a study out.
+        "config": base.model_dump(mode="json", exclude={"search", "name", "out_dir"}, exclude_defaults=True),
     }
 
 
