@@ -25,27 +25,12 @@ def train_save_evaluate(ctx: RunContext, cfg: RunConfig, console: Any, trainer: 
     objectives, their own measure: base vs tuned on the held-out rows
     (:func:`tuneforge.train.steps.evaluate_pairs`, implied rewards scaled by ``beta``; ``None``: none).
     """
-    from tuneforge import methods
-
     objective = cfg.training.objective
-    trainable, total = methods.trainable_parameters(trainer.model)
-    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
-    output, result = steps.train(ctx, trainer, meter)
-    train_seconds = time.perf_counter() - started
-    if not ctx.is_main:
+    result, weights = train_and_save(ctx, cfg, console, trainer, tokenizer, data, callbacks=callbacks, started=started,
+                                     precision=precision, what=f"{objective.upper()} steps", **{
+                                         objective: getattr(cfg.training, objective).model_dump()})
+    if weights is None:  # not the main process
         return result
-
-    # --- save
-    weights, result.manifest = steps.save_run(
-        ctx, cfg, trainer, tokenizer, output, meter, data.sources, full=False,
-        wall_seconds=train_seconds, precision=precision, packing=False, trainable_parameters=trainable,
-        total_parameters=total, objective=objective, **{objective: getattr(cfg.training, objective).model_dump()},
-    )
-    console.print(
-        f"[bold green]trained[/] {trainer.state.global_step} {objective.upper()} steps{steps.budget_summary(trainer)[1]} "
-        f"in {train_seconds:.0f}s, "
-        f"{meter.overall():.0f} tokens/s ({precision}); adapter in {weights}"
-    )
 
     # --- evaluate
     generation = steps.evaluate(ctx, cfg, trainer.model, tokenizer, base_path, data, console, result.manifest)
@@ -54,3 +39,31 @@ def train_save_evaluate(ctx: RunContext, cfg: RunConfig, console: Any, trainer: 
                                            beta=beta)
     result.eval = result.eval or generation
     return result
+
+
+def train_and_save(ctx: RunContext, cfg: RunConfig, console: Any, trainer: Any, tokenizer: Any, data: Any, *,
+                   callbacks: Sequence[Any], started: float, precision: str, what: str,
+                   **manifest: Any) -> tuple[FinetuneResult, Any]:
+    """Train the LoRA adapter ``trainer`` holds and save it with the manifest (``manifest``: extra fields).
+
+    Returns:
+        The result and the weights folder; the folder is ``None`` on processes other than the main one.
+    """
+    from tuneforge import methods
+
+    trainable, total = methods.trainable_parameters(trainer.model)
+    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
+    output, result = steps.train(ctx, trainer, meter)
+    train_seconds = time.perf_counter() - started
+    if not ctx.is_main:
+        return result, None
+    weights, result.manifest = steps.save_run(
+        ctx, cfg, trainer, tokenizer, output, meter, data.sources, full=False,
+        wall_seconds=train_seconds, precision=precision, packing=False, trainable_parameters=trainable,
+        total_parameters=total, objective=cfg.training.objective, **manifest,
+    )
+    console.print(
+        f"[bold green]trained[/] {trainer.state.global_step} {what}{steps.budget_summary(trainer)[1]} "
+        f"in {train_seconds:.0f}s, {meter.overall():.0f} tokens/s ({precision}); weights in {weights}"
+    )
+    return result, weights

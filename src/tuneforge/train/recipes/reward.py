@@ -24,6 +24,7 @@ from tuneforge.config.schema import RunConfig
 from tuneforge.errors import ConfigError
 from tuneforge.train import steps
 from tuneforge.train.context import RunContext
+from tuneforge.train.recipes._trl import train_and_save
 from tuneforge.train.result import FinetuneResult
 
 # Pairs per device batch when training.per_device_batch_size is unset (two sequences each, as DPO).
@@ -64,24 +65,11 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
         train_dataset=_dataset(pairs.train, tokenizer),
         eval_dataset=_dataset(pairs.validation, tokenizer) if pairs.validation else None,
     )
-    trainable, total = methods.trainable_parameters(trainer.model)
-    meter = steps.attach_logging(ctx, trainer, console, extra=callbacks)
-    output, result = steps.train(ctx, trainer, meter)
-    train_seconds = time.perf_counter() - started
-    if not ctx.is_main:
+    result, weights = train_and_save(ctx, cfg, console, trainer, tokenizer, pairs, callbacks=callbacks,
+                                     started=started, precision=precision, what=f"reward-model steps ({head} head)",
+                                     task="reward", reward=cfg.training.reward.model_dump())
+    if weights is None:  # not the main process
         return result
-
-    # --- save
-    weights, result.manifest = steps.save_run(
-        ctx, cfg, trainer, tokenizer, output, meter, pairs.sources, full=False,
-        wall_seconds=train_seconds, precision=precision, packing=False, trainable_parameters=trainable,
-        total_parameters=total, objective="reward", task="reward", reward=cfg.training.reward.model_dump(),
-    )
-    console.print(
-        f"[bold green]trained[/] a reward model in {trainer.state.global_step} steps{steps.budget_summary(trainer)[1]}, "
-        f"{train_seconds:.0f}s, "
-        f"{meter.overall():.0f} tokens/s ({precision}); adapter + {head} head in {weights}"
-    )
 
     # --- evaluate: pairwise accuracy on the held-out pairs (a reward model does not generate), in the
     # weights' own precision as load_reward_model() and the server score: without unwrapping, accelerate's
