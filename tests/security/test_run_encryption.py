@@ -13,7 +13,7 @@ from tuneforge.cli.main import main
 from tuneforge.rundir import RunDir
 from tuneforge.security import read_file
 from tuneforge.security.at_rest import is_plain
-from tuneforge.security.crypto import MAGIC, is_encrypted
+from tuneforge.security.crypto import MAGIC, is_encrypted, read_key_file
 
 from tests.security.conftest import CANARY, KEY_ENV, canary_rows as _canary_rows, new_key as _key, scan as _scan
 
@@ -61,6 +61,24 @@ def test_no_key_and_wrong_key_are_clear_errors(encrypted_run, monkeypatch, capsy
     assert main(["report", str(run.root)]) == 2
     err = capsys.readouterr().err
     assert "cannot decrypt" in err and "predictions.jsonl: wrong key" in err
+
+
+def test_a_key_given_on_the_command_line_comes_before_the_one_the_run_names(encrypted_run, monkeypatch, tmp_path, capsys):
+    """A run copied to another machine: the key source its config names is not there, `--key-file` is."""
+    run, _, key = encrypted_run
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    key_file = tmp_path / "run.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    assert main(["--key-file", str(key_file), "report", str(run.root)]) == 0
+    assert read_file(run.eval / "report.md", read_key_file(key_file)).decode().startswith("#")
+    assert main(["report", str(run.root)]) == 2  # the option held for that one command only
+    assert "is encrypted" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text(_key() + "\n")
+    wrong.chmod(0o600)
+    assert main(["--key-file", str(wrong), "report", str(run.root)]) == 2
+    assert "wrong key" in capsys.readouterr().err
 
 
 def test_encrypted_data_file_trains(tmp_path, tiny_model_dir, monkeypatch):

@@ -11,10 +11,13 @@ import importlib
 import logging
 import sys
 
+from typing import Optional
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tuneforge.cli.options import key_env_option, key_file_option, passphrase_env_option
 from tuneforge.errors import TuneforgeError
 
 # name -> "module:function" (or "module:typer_app" for a command group). The one list of commands (add a line for a new one).
@@ -48,6 +51,7 @@ def build_app() -> typer.Typer:
         name="tuneforge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
         help="Fine-tune LLMs end to end: data, training, evaluation, export and serving from one config.",
     )
+    app.callback()(_global_options)
     for name, target in COMMANDS.items():
         module, attr = target.split(":")
         command = getattr(importlib.import_module(module), attr)
@@ -58,10 +62,27 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _global_options(
+    key_file: Optional[str] = key_file_option(),
+    key_env: Optional[str] = key_env_option(),
+    passphrase_env: Optional[str] = passphrase_env_option(),
+) -> None:
+    """Fine-tune LLMs end to end: data, training, evaluation, export and serving from one config.
+
+    The key options, given before the command (`tuneforge --key-file K serve RUN`), name the key of
+    every encrypted run the command reads, before the source the run's config names.
+    """
+    from tuneforge.security.key_source import KeySource, give
+
+    give(KeySource(key_file, key_env, passphrase_env))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI in-process; returns the exit code (tests call this directly)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     console = Console(stderr=True)
+    from tuneforge.security.key_source import give
+
     try:
         result = build_app()(args=argv if argv is not None else sys.argv[1:], standalone_mode=False)
     except TuneforgeError as exc:
@@ -81,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
+    finally:
+        give(None)  # in-process callers (tests) run one command per call
     return result if isinstance(result, int) else 0
 
 

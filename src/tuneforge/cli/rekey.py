@@ -27,14 +27,14 @@ def rekey(
     """
     from tuneforge.errors import SecurityError
     from tuneforge.security.at_rest import run_security
-    from tuneforge.security.key_source import KeySource
+    from tuneforge.security.key_source import KeySource, run_key_source
     from tuneforge.security.rekey import rekey as rekey_run
 
     new_source = KeySource(new_key_file, new_key_env, new_passphrase_env)
     if not new_source.given():
         raise SecurityError("give the new key with --new-key-file FILE (or --new-key-env / --new-passphrase-env)")
     section = run_security(run)
-    stored = KeySource(section.get("key_file"), section.get("key_env"), section.get("passphrase_env"))
+    stored = run_key_source(section)
     old = KeySource(key_file, key_env, passphrase_env).or_else(stored).require(f"rekey of {run} (the old key)")
     new = new_source.require("rekey (the new key)")
     result = rekey_run(run, old, new, new_source)

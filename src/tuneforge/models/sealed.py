@@ -62,10 +62,33 @@ def save_sealed(model: Any, folder: Path, sealer: Sealer, relative: str) -> None
     sealer.write_bytes(folder / file, state_bytes(state), name=f"{relative}/{file}")
 
 
-def load_state(file: Path, key: Any = None) -> dict[str, torch.Tensor]:
+def load_state(file: Path, key: Any = None, *, expected_name: str | None = None) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
-    return load(read_file(file, key))
+    return load(read_file(file, key, expected_name=expected_name))
+
+
+def put_state(model: Any, state: dict[str, torch.Tensor], where: Path) -> Any:
+    """Put decrypted tensors into ``model`` in place: the active adapter of a PEFT model, else every weight.
+
+    Raises:
+        ModelError: ``state`` does not fit ``model`` (tensors missing or not used); names ``where``.
+    """
+    from peft import PeftModel, set_peft_model_state_dict
+
+    if isinstance(model, PeftModel):
+        result = set_peft_model_state_dict(model, state, adapter_name=model.active_adapter)
+        if result.unexpected_keys:
+            raise ModelError(f"cannot load adapter {where}: tensors it does not use: {result.unexpected_keys[:5]}")
+        return model
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    current = model.state_dict()
+    loaded = {current[n].data_ptr() for n in state if n in current}
+    untied = [n for n in missing if current[n].data_ptr() not in loaded]  # a tied copy shares the loaded storage
+    if unexpected or untied:
+        raise ModelError(f"cannot load {where}: tensors missing {untied[:5]}, unexpected {unexpected[:5]}")
+    return model
 
 
 def load_adapter(model: Any, adapter: Path, adapter_name: str = "default", key: Any = None) -> Any:
@@ -91,14 +114,8 @@ def load_full(folder: Path, dtype: torch.dtype = torch.float32, key: Any = None,
 
     state = load_state(folder / MODEL_WEIGHTS, key)
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    model.tie_weights()
-    current = model.state_dict()
-    loaded = {current[n].data_ptr() for n in state if n in current}
-    untied = [n for n in missing if current[n].data_ptr() not in loaded]  # a tied copy shares the loaded storage
-    if unexpected or untied:
-        raise ModelError(f"cannot load {folder}: tensors missing {untied[:5]}, unexpected {unexpected[:5]}")
+    model = put_state(AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code),
+                      state, folder)
     if (folder / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(str(folder))
     return model.eval()

@@ -24,7 +24,7 @@ from typing import Callable, BinaryIO
 
 from tuneforge.errors import SecurityError
 from tuneforge.security.crypto import MAGIC, DecryptError, Key, decrypt_chunks, encrypt_to, is_encrypted, read_header
-from tuneforge.security.key_source import KeySource
+from tuneforge.security.key_source import run_key_source
 
 PLAIN = ("config.yaml", "status.json", "manifest.json", "metrics.jsonl", "README.md", ".lock",
          "eval/metrics.json", "eval/progress.json", "eval/*.png", "data/lengths.json", "tensorboard/*", "ranks/*")
@@ -70,7 +70,7 @@ class Sealer:
         section = run_security(root)
         if not section.get("encrypt"):
             return cls(root)
-        return cls(root, _source(section).require(f"writing into the encrypted run {root}"))
+        return cls(root, run_key_source(section).require(f"writing into the encrypted run {root}"))
 
     def name(self, path: Path) -> str:
         """The run-relative name stored (authenticated) in the header; the file name for paths outside the run."""
@@ -104,16 +104,12 @@ def run_security(root: Path) -> dict:
     return section if isinstance(section, dict) else {}
 
 
-def _source(section: dict) -> KeySource:
-    return KeySource(section.get("key_file"), section.get("key_env"), section.get("passphrase_env"))
-
-
 def key_for(path: str | Path, header: dict) -> Key | None:
     """The key an encrypted file's own run names (found from the run-relative name in its header), or the environment's."""
     path, name = Path(path).resolve(), PurePosixPath(header.get("name") or "x")
     depth = min(len(name.parts) - 1, len(path.parents) - 1)
     section = run_security(path.parents[depth])
-    return (_source(section) if section else KeySource()).load()
+    return run_key_source(section).load()
 
 
 def key_of(path: str | Path) -> Key | None:

@@ -1,7 +1,8 @@
 """Where the encryption key comes from: CLI options, the run's ``security:`` section, or the environment.
 
 One convention for every command: ``--key-file FILE``, ``--key-env VAR`` or ``--passphrase-env VAR``
-first; else what the run's config names; else the environment variables ``TUNEFORGE_KEY_FILE``,
+first (the command's own options, or the global ones before any command: ``tuneforge --key-file K
+eval RUN``); else what the run's config names; else the environment variables ``TUNEFORGE_KEY_FILE``,
 ``TUNEFORGE_KEY`` (base64 key) or ``TUNEFORGE_PASSPHRASE``, the first one set.
 """
 
@@ -14,6 +15,9 @@ from tuneforge.errors import SecurityError
 from tuneforge.security.crypto import Key, key_from_env, passphrase_from_env, read_key_file
 
 ENV_KEY_FILE, ENV_KEY, ENV_PASSPHRASE = "TUNEFORGE_KEY_FILE", "TUNEFORGE_KEY", "TUNEFORGE_PASSPHRASE"
+
+_given: "KeySource | None" = None
+"""The source the global CLI options name for this command (``tuneforge --key-file K ...``), if any."""
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,16 @@ class KeySource:
     def or_else(self, fallback: "KeySource") -> "KeySource":
         """This source when it names one, else ``fallback`` (CLI options before the run's config)."""
         return self if self.given() else fallback
+
+
+def give(source: "KeySource | None") -> None:
+    """Name the key source for every run this process reads (the global CLI options); None forgets it."""
+    global _given
+    _given = source if source is not None and source.given() else None
+
+
+def run_key_source(section: dict) -> KeySource:
+    """The key source for a run whose stored ``security:`` section is ``section``: the given one first."""
+    if _given is not None:
+        return _given
+    return KeySource(section.get("key_file"), section.get("key_env"), section.get("passphrase_env"))

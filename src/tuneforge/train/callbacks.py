@@ -145,20 +145,3 @@ class RankReportCallback(TrainerCallback):
                 "start_step": self.start_step, "tokens_seen": self.tokens_seen(), "trainable_checksum": total,
                 "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None}
         self.write_json(f"ranks/rank-{rank}.json", info)
-
-
-class SealCheckpointCallback(TrainerCallback):
-    """Encrypt each checkpoint's weights, optimizer, scheduler and RNG files right after the Trainer wrote them.
-
-    The Trainer writes checkpoints itself, in plaintext; this is the earliest moment they are
-    complete. Their files are briefly plaintext (in the run's 0700 folder) until sealed here.
-    """
-
-    def __init__(self, seal: Callable[[Any], None]):
-        self.seal = seal
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            from pathlib import Path
-
-            self.seal(Path(args.output_dir) / f"checkpoint-{state.global_step}")

@@ -22,9 +22,9 @@ names is encrypted by :attr:`RunContext.sealer` (the evaluation writes its repor
 it too), and the process's temp folder points into ``RUN/.tmp`` (0700) until the run ends, so
 nothing a library spills to ``/tmp`` leaves the run, and it is removed with its content.
 
-Third-party writers still write inside the folder on their own: the Trainer's
-``checkpoints/`` and TensorBoard's ``tensorboard/``. They are covered by the 0700 folder, and
-:meth:`RunContext.mark_finished` restricts their files to 0600.
+The Trainer's ``checkpoints/`` go through the sealer too (:mod:`tuneforge.train.sealed_checkpoints`).
+TensorBoard writes ``tensorboard/`` on its own (losses only); it is covered by the 0700 folder, and
+:meth:`RunContext.mark_finished` restricts its files to 0600.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ import yaml
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import RunDirError
 from tuneforge.rundir import RunDir
-from tuneforge.security.at_rest import Sealer, read_file, write_atomic
-from tuneforge.security.crypto import Key, is_encrypted
-from tuneforge.security.key_source import KeySource
+from tuneforge.security.at_rest import Sealer
+from tuneforge.security.crypto import Key
+from tuneforge.security.key_source import run_key_source
 from tuneforge.train.lock import RunLock
 from tuneforge.train.resume import RESUMABLE_FIELDS, changed_sources, config_differences, latest_complete_checkpoint
 
@@ -95,7 +95,7 @@ class RunContext:
         is_main = int(os.environ.get("RANK", "0")) == 0 if is_main is None else is_main
         paths = RunDir(cfg.run_dir)
         # The key is loaded before anything is created: a missing or unsafe key stops the run here.
-        key = KeySource.of(cfg.security).require("security.encrypt") if cfg.security.encrypt else None
+        key = run_key_source(cfg.security.model_dump()).require("security.encrypt") if cfg.security.encrypt else None
         ctx = cls._open(cfg, paths, resume, is_main)
         ctx.sealer = Sealer(paths.root, key)
         return ctx
@@ -190,7 +190,7 @@ class RunContext:
         stay private and are removed with the folder at the end, and a test can scan it.
         """
         tmp = self.root / ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run (a decrypted checkpoint, perhaps)
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
         tmp.mkdir(mode=0o700)
         self._saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
         os.environ["TMPDIR"] = str(tmp)
@@ -300,35 +300,6 @@ class RunContext:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return target
-
-    # ------------------------------------------------------------------ checkpoints
-
-    _SEALED_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-    """Checkpoint files holding weights, optimizer moments or RNG states; the JSON files hold settings and losses."""
-
-    def seal_checkpoint(self, folder: Path) -> None:
-        """Encrypt, file by file (each atomically), what the Trainer wrote into a checkpoint folder."""
-        if not self.is_main or self.sealer.key is None or not folder.is_dir():
-            return
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and path.suffix in self._SEALED_SUFFIXES and not is_encrypted(path):
-                self.sealer.write_bytes(path, path.read_bytes())
-
-    def resume_checkpoint(self) -> str | None:
-        """The checkpoint folder for ``Trainer.train(resume_from_checkpoint=...)``.
-
-        An encrypted checkpoint is decrypted into ``RUN/.tmp`` (0700), which the Trainer reads
-        and :meth:`close` removes: the only time a checkpoint is plaintext on disk after its save.
-        """
-        if self.checkpoint is None or self.sealer.key is None:
-            return self.checkpoint
-        source = Path(self.checkpoint)
-        target = self.root / ".tmp" / "resume" / source.name
-        for path in sorted(source.rglob("*")):
-            if path.is_file():
-                data = read_file(path, self.sealer.key, expected_name=self.sealer.name(path)) if is_encrypted(path) else path.read_bytes()
-                write_atomic(target / path.relative_to(source), lambda f, data=data: f.write(data))
-        return str(target)
 
     def _status(self, state: str, **extra: Any) -> None:
         self.write_json("status.json", {

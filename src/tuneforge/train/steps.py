@@ -111,8 +111,10 @@ def attach_logging(ctx: RunContext, trainer: Any, console: Any, extra: Sequence[
                                                 estimated_step_seconds=step_seconds, eval_batches=eval_batches))
     trainer.add_callback(cb.RankReportCallback(ctx.write_json, tokens_seen, trainer.model))
     trainer.add_callback(cb.NonFiniteCallback())  # a diverged run stops with an error, unsaved
-    if ctx.sealer.key is not None:
-        trainer.add_callback(cb.SealCheckpointCallback(ctx.seal_checkpoint))
+    if ctx.sealer.key is not None:  # checkpoints encrypted in memory, never written in plaintext
+        from tuneforge.train.sealed_checkpoints import seal_checkpoints
+
+        seal_checkpoints(trainer, ctx.sealer)
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -166,7 +168,7 @@ def train(ctx: RunContext, trainer: Any, meter: Any) -> tuple[Any, Any]:
     """
     from tuneforge.train.result import FinetuneResult
 
-    output = trainer.train(resume_from_checkpoint=ctx.resume_checkpoint())
+    output = trainer.train(resume_from_checkpoint=ctx.checkpoint)
     result = FinetuneResult(
         run_dir=ctx.root, global_step=trainer.state.global_step,
         train_loss=output.training_loss, tokens_per_second=meter.overall(),
