@@ -116,7 +116,13 @@ def test_dashboard_shows_an_encrypted_run_without_its_rows(encrypted_run):
 
     run, _, _ = encrypted_run
     with TestClient(create_app(run.root.parent, keys=None)) as client:
-        for page in (f"/runs/{run.root.name}", f"/runs/{run.root.name}/predictions"):
+        for page in (f"/runs/{run.root.name}", f"/runs/{run.root.name}/predictions", f"/runs/{run.root.name}/data"):
             response = client.get(page)
             assert response.status_code == 200, page
             assert CANARY not in response.text
+            # said, not left to guess from empty tables
+            assert 'class="state encrypted"' in response.text or 'id="encrypted-note"' in response.text, page
+            assert 'id="encrypted-note"' in response.text, page
+        listing = client.get("/").text
+        assert 'class="state encrypted"' in listing
+        assert [r["encrypted"] for r in client.get("/api/runs").json() if r["name"] == run.root.name] == [True]

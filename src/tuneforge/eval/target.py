@@ -7,6 +7,8 @@ model and calls :func:`tuneforge.eval.run`.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,18 @@ def evaluate(
     out_dir = Path(output) if output else run_dir.eval if run_dir else Path(f"eval-{name}")
     # An encrypted run's predictions stay encrypted wherever the report goes.
     sealer = Sealer.for_run(run_dir.root) if run_dir else None
-    return run(
+    in_run = run_dir is not None and out_dir.resolve() == run_dir.eval.resolve()
+    progress = None
+    if in_run:  # the dashboard's run page shows it, and follows it while this process lives
+        pid = os.getpid()
+        progress = lambda p: sealer.write_text(run_dir.eval_progress, json.dumps({**p, "pid": pid}))  # noqa: E731
+    result = run(
         cfg, tuned=tuned, examples=examples, out_dir=out_dir, baseline=other, data_format=data_format,
         metrics_log=metrics_log, seed=seed, max_seq_length=max_seq_length, data_source=str(data), sealer=sealer,
+        progress=progress,
     )
+    if in_run:  # the run's model card quotes the eval table: keep it the one just written
+        from tuneforge.export.card import build_model_card
+
+        sealer.write_text(run_dir.root / "README.md", str(build_model_card(run_dir.root, run_dir.root)))
+    return result

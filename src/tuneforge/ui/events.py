@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.rundir import RunDir
-from tuneforge.ui.runs import list_runs, read_json, summarize
+from tuneforge.ui.runs import pid_alive, list_runs, read_json, summarize
 from tuneforge.ui.tail import read_new_records
 
 
@@ -42,14 +42,17 @@ async def runs_events(runs_dir: Path, disconnected: Callable[[], Any], interval_
 async def metrics_events(
     runs_dir: Path, run: Path, offset: int, disconnected: Callable[[], Any], interval_s: float = 0.5,
 ) -> AsyncIterator[str]:
-    """New ``metrics.jsonl`` records from ``offset`` while the run is running; ``end`` once it is not.
+    """New ``metrics.jsonl`` records from ``offset`` while the run is running (or a ``tuneforge eval`` of
+    it is); ``end`` once it is not.
 
-    Each event holds a batch of records and has the offset after them as its id. The final
-    evaluation's progress (``eval/progress.json``) comes as an ``eval`` event each time it changes.
+    Each event holds a batch of records and has the offset after them as its id. The evaluation's
+    progress (``eval/progress.json``, the run's final one or a later ``tuneforge eval RUN``) comes as an
+    ``eval`` event each time it changes.
     """
     path, progress, seen = run / "metrics.jsonl", RunDir(run).eval_progress, None
     while not await disconnected():
-        running = summarize(runs_dir, run).state == "running"  # read before the file: no line is missed at the end
+        # read before the files: no line is missed at the end
+        running = summarize(runs_dir, run).state == "running" or evaluating(runs_dir, progress)
         while True:  # in batches of up to 1 MiB until the end of what is there
             records, offset = await asyncio.to_thread(read_new_records, path, offset)
             if not records:
@@ -64,6 +67,14 @@ async def metrics_events(
             yield sse({"state": summarize(runs_dir, run).state}, event="end", id=offset)
             return
         await asyncio.sleep(interval_s)
+
+
+def evaluating(runs_dir: Path, progress: Path) -> bool:
+    """Whether a ``tuneforge eval`` process (its pid in ``eval/progress.json``) is evaluating the run now."""
+    done = read_json(runs_dir, progress) if progress.is_file() else None
+    if not isinstance(done, dict) or not isinstance(done.get("pid"), int):
+        return False  # written by the training process, whose own state says whether it runs
+    return done.get("done", 0) < done.get("total", 0) and pid_alive(done["pid"])
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -40,6 +40,8 @@ class RunSummary:
     best_value: float | None = None
     wall_seconds: float | None = None
     updated: float | None = None
+    encrypted: bool = False
+    """``security.encrypt`` is on: the dashboard holds no key, so the run's rows and weights are not shown."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -72,7 +74,7 @@ def read_yaml(runs_dir: Path, path: Path) -> Any:
         return None
 
 
-def _pid_alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return True  # no pid to check: trust the file
     try:
@@ -92,7 +94,7 @@ def writer_alive(folder: Path, status: Any) -> bool:
         from tuneforge.train.lock import holder_pid
 
         return holder_pid(lock) is not None
-    return _pid_alive(status.get("pid") if isinstance(status, dict) else None)
+    return pid_alive(status.get("pid") if isinstance(status, dict) else None)
 
 
 def run_state(
@@ -165,6 +167,7 @@ def summarize(runs_dir: Path, folder: Path) -> RunSummary:
         best_metric=metric, best_value=value,
         wall_seconds=manifest.get("wall_seconds"),
         updated=max(updated) if updated else None,
+        encrypted=bool(isinstance(config.get("security"), dict) and config["security"].get("encrypt")),
     )
 
 

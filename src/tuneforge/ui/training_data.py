@@ -104,6 +104,10 @@ def rebuild(runs_dir: Path, folder: Path) -> TrainingView:
     raw = read_yaml(runs_dir, run.config)
     if not isinstance(raw, dict):
         return TrainingView(problem=f"{run.config.name} is missing or unreadable: the training examples cannot be rebuilt")
+    if isinstance(raw.get("security"), dict) and raw["security"].get("encrypt"):
+        # Its data rows are encrypted in the run; rebuilding them from the source files would serve
+        # them over HTTP in plaintext (and the source may be an encrypted file the dashboard cannot read).
+        return TrainingView(problem="the run is encrypted at rest: its training examples are not shown here")
     try:
         cfg = load_config(data=raw)
         if cfg.training.objective != "sft":

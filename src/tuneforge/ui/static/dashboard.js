@@ -12,7 +12,7 @@ const tuneforge = (() => {
     const table = document.getElementById("runs"), body = table.tBodies[0];
     const filter = document.getElementById("run-filter"), state = document.getElementById("state-filter");
     const row = (r) => `<tr data-name="${esc(r.name)}"><td><a href="/runs/${encodeURIComponent(r.name)}">${esc(r.name)}</a></td>`
-      + `<td><span class="state ${esc(r.state)}">${esc(r.state)}</span>${r.error ? `<div class="error">${esc(r.error)}</div>` : ""}</td>`
+      + `<td><span class="state ${esc(r.state)}">${esc(r.state)}</span>${r.encrypted ? ' <span class="state encrypted" title="encrypted at rest: rows and weights need the key">encrypted</span>' : ""}${r.error ? `<div class="error">${esc(r.error)}</div>` : ""}</td>`
       + `<td>${esc(r.objective)}</td><td>${esc(r.method)}</td><td>${esc(r.model)}</td><td class="num">${esc(r.rows)}</td>`
       + `<td class="num">${r.best_metric ? esc(r.best_metric) + " " + fmt(r.best_value) : ""}</td>`
       + `<td class="num">${r.wall_seconds == null ? "" : Math.round(r.wall_seconds) + " s"}</td><td class="num">${ago(r.updated)}</td></tr>`;
