@@ -65,6 +65,22 @@ def test_sft_then_dpo_chain_writes_stages_lineage_and_skips_finished_stages(chai
     assert again.already_finished and all(r.already_finished for r in again.stages)
     assert (sft.adapter / "adapter_model.safetensors").stat().st_mtime_ns == adapter_time
 
+    # Every stage's audit entries go to the log beside the runs, with the chain's.
+    log = root.root.parent / "audit.jsonl"
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {e["details"]["run"] for e in entries if e["action"] == "train"} == {"chain", "01-sft", "02-dpo"}
+    assert not (root.root / "stages" / "audit.jsonl").exists()
+
+    # The SFT stage retrained (other weights): the finished DPO stage no longer follows from it.
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(sft.adapter / "adapter_model.safetensors")
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 0.01
+    save_file(tensors, sft.adapter / "adapter_model.safetensors")
+    with pytest.raises(RunDirError, match=r"02-dpo was trained on top of .*01-sft \(weights SHA-256 [0-9a-f]{12}\), which now holds"):
+        finetune(cfg)
+
 
 def test_stage_errors_name_the_stage_field_and_line(chain_config):
     path = chain_config()

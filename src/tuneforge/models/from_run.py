@@ -25,13 +25,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuneforge.errors import ModelError
+from tuneforge.errors import ModelError, RunDirError
 from tuneforge.rundir import RunDir
 
 log = logging.getLogger("tuneforge.models")
 
 SOURCE_FILE = "tuneforge_run_source.json"
 """Written into a merged folder: the run and weights hash it was built from."""
+
+PARENT_FILE = "parent.json"
+"""Written into a run that started from another run (:func:`parent_record`), when it starts."""
 
 
 def weights_digest(run: RunDir) -> str:
@@ -110,3 +113,28 @@ def parent_record(name_or_path: str) -> dict[str, Any] | None:
     except (OSError, ValueError, AttributeError):
         record["parent"] = None
     return record
+
+
+def check_parent(run: RunDir) -> None:
+    """Refuse to reuse or resume ``run`` when the run it started from now holds other weights.
+
+    A later stage (or any run with ``model: RUN``) is only valid on top of the exact weights it
+    started from: if that run was retrained since (deleted and run again, say), skipping the
+    finished later stage or resuming it would mix two lineages.
+
+    Raises:
+        RunDirError: the parent's weights SHA-256 differs from the one recorded in ``RUN/parent.json``.
+    """
+    try:
+        recorded = json.loads((run.root / PARENT_FILE).read_text(encoding="utf-8"))
+        parent, digest = RunDir(Path(recorded["run"])), recorded["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # started from a model folder, or before parents were recorded
+    now = weights_digest(parent) if parent.is_run() else None
+    if now != digest:
+        holds = f"now holds weights {now[:12]}" if now else "no longer holds finished weights"
+        raise RunDirError(
+            f"{run.root} was trained on top of {parent.root} (weights SHA-256 {digest[:12]}), which {holds}: "
+            f"it cannot be reused or resumed on another parent. Delete {run.root} to train it again from the "
+            "new weights, or start a new run with --set name=<new name>"
+        )

@@ -26,7 +26,7 @@ from tuneforge.errors import SecurityError
 from tuneforge.security.crypto import MAGIC, DecryptError, Key, decrypt_chunks, encrypt_to, is_encrypted, read_header
 from tuneforge.security.key_source import run_key_source
 
-PLAIN = ("config.yaml", "status.json", "manifest.json", "metrics.jsonl", "README.md", ".lock",
+PLAIN = ("config.yaml", "status.json", "manifest.json", "parent.json", "metrics.jsonl", "README.md", ".lock",
          "eval/metrics.json", "eval/progress.json", "eval/*.png", "data/lengths.json", "tensorboard/*", "ranks/*")
 """Run-relative names never encrypted (they hold no data rows and no weights); everything else is."""
 

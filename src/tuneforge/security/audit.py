@@ -63,9 +63,18 @@ class AuditError(SecurityError):
 
 
 def log_path(default_dir: str | Path) -> Path:
-    """Where the audit log is: ``$TUNEFORGE_AUDIT_LOG``, else ``default_dir/audit.jsonl``."""
+    """Where the audit log is: ``$TUNEFORGE_AUDIT_LOG``, else ``default_dir/audit.jsonl``.
+
+    The stages of a multi-stage run live in ``RUNS/NAME/stages/``: their entries go to the log
+    beside the runs (``RUNS/audit.jsonl``), with the chain's own, not to one inside the chain.
+    """
     env = os.environ.get(LOG_ENV)
-    return Path(env).expanduser() if env else Path(default_dir) / LOG_NAME
+    if env:
+        return Path(env).expanduser()
+    folder = Path(default_dir)
+    if folder.name == "stages" and (folder.parent / "config.yaml").is_file():
+        folder = folder.parent.parent
+    return folder / LOG_NAME
 
 
 def read_hmac_key(key_file: str | Path | None = None) -> bytes | None:

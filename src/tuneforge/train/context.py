@@ -42,6 +42,7 @@ import yaml
 
 from tuneforge.config.schema import RunConfig
 from tuneforge.errors import RunDirError
+from tuneforge.models.from_run import PARENT_FILE, check_parent, parent_record
 from tuneforge.rundir import RunDir
 from tuneforge.security.at_rest import Sealer
 from tuneforge.security.crypto import Key
@@ -49,7 +50,7 @@ from tuneforge.security.key_source import run_key_source
 from tuneforge.train.lock import RunLock
 from tuneforge.train.resume import RESUMABLE_FIELDS, changed_sources, config_differences, latest_complete_checkpoint
 
-_OUTPUTS = ("checkpoints", "tensorboard", "eval", "adapter", "model", "ranks", "data", "metrics.jsonl", "manifest.json")
+_OUTPUTS = ("parent.json", "checkpoints", "tensorboard", "eval", "adapter", "model", "ranks", "data", "metrics.jsonl", "manifest.json")
 """What a restarted (never checkpointed) run clears before it starts again."""
 
 
@@ -124,6 +125,8 @@ class RunContext:
         stored = _stored_config(paths)
         recorded = paths.recorded_state()  # we hold the lock, so "running" means its writer died
         diffs = config_differences(stored, cfg)
+        if recorded == "finished" or latest_complete_checkpoint(paths.checkpoints):
+            check_parent(paths)  # reused or resumed: only on the weights it started from
         if recorded == "finished":
             if diffs:
                 raise RunDirError(
@@ -174,6 +177,9 @@ class RunContext:
         else:
             for name in _OUTPUTS:  # leftovers of an attempt that never reached a checkpoint
                 _remove(self.root / name)
+            parent = parent_record(self.cfg.model.name_or_path)
+            if parent is not None:  # started from a run: its weights' hash, checked on reuse and resume
+                self.write_json(PARENT_FILE, parent)
             self.write_json("data_report.json", report.to_dict())
             for split, rows in splits.items():
                 self.write_jsonl(f"data/{split}.jsonl", rows)
