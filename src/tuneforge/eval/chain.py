@@ -19,7 +19,7 @@ from tuneforge.eval.compare import bootstrap_indices
 from tuneforge.eval.forgetting import ForgettingResult, compare_perplexity, document_nll, load_reference_texts, reference_source
 from tuneforge.eval.plots import plot_runs
 from tuneforge.eval.result import MetricComparison, fmt, fmt_ci
-from tuneforge.eval.stage import _compare, _generation, _Model, _prepare, _score_model
+from tuneforge.eval.stage import EvalModel, compare_scores, prepare_examples, score_model, shared_generation
 
 
 @dataclass
@@ -97,7 +97,7 @@ def compare_chain(
     """
     if len(models) < 2:
         raise EvalError("a chain comparison needs the base and at least one stage")
-    examples, _, names, references = _prepare(examples, cfg, None, data_format, "the first stage's test split")
+    examples, _, names, references = prepare_examples(examples, cfg, None, data_format, "the first stage's test split")
     texts, skipped = None, None
     if cfg.forgetting.enabled:
         try:
@@ -107,20 +107,20 @@ def compare_chain(
     gen, scored, nll = None, {}, {}
     for label, load in models:
         loaded = load()
-        side = _Model(label, loaded.model, loaded.tokenizer)
-        gen = gen or _generation(cfg, [side], references, names)  # one budget, from the base's tokenizer
-        scored[label] = _score_model(side, examples, references, names, cfg, gen, seed=seed).scored
+        side = EvalModel(label, loaded.model, loaded.tokenizer)
+        gen = gen or shared_generation(cfg, [side], references, names)  # one budget, from the base's tokenizer
+        scored[label] = score_model(side, examples, references, names, cfg, gen, seed=seed).scored
         if texts is not None:
             nll[label] = document_nll(loaded.model, loaded.tokenizer, texts, max_seq_length=max_seq_length)
         del loaded, side
     indices = bootstrap_indices(len(examples), cfg.bootstrap_samples, seed)
     labels = list(scored)
     base = labels[0]
-    vs_base = {base: _compare(None, scored[base], indices)}
+    vs_base = {base: compare_scores(None, scored[base], indices)}
     vs_previous = {}
     for previous, label in zip(labels, labels[1:]):
-        vs_base[label] = _compare(scored[base], scored[label], indices)
-        vs_previous[label] = _compare(scored[previous], scored[label], indices)
+        vs_base[label] = compare_scores(scored[base], scored[label], indices)
+        vs_previous[label] = compare_scores(scored[previous], scored[label], indices)
     forgetting = {
         label: compare_perplexity(nll[base], nll[label], cfg.forgetting, source=str(reference_source(cfg.forgetting)),
                                   samples=cfg.bootstrap_samples, seed=seed)

@@ -39,7 +39,7 @@ NO_TEST_ROWS = "eval skipped: no test rows (set data.test or data.split.test)"
 
 
 @dataclass(frozen=True)
-class _Model:
+class EvalModel:
     """A model as evaluated: the base of a PEFT model is the same object with its adapter switched off."""
 
     label: str
@@ -61,25 +61,25 @@ def _name(loaded: Any) -> str:
     return Path(str(loaded.adapter_path or loaded.base_path)).name
 
 
-def _base_of(tuned: Any) -> _Model | None:
+def _base_of(tuned: Any) -> EvalModel | None:
     """The starting model of ``tuned``: its adapter switched off, or loaded from ``base_path``.
 
     A PEFT model is evaluated twice in one copy (``disable_adapter()``): cheaper than a second load.
     A plain model with no run and no adapter is its own base, so there is nothing to compare.
     """
     if _is_peft(tuned.model):
-        return _Model("base", tuned.model, tuned.tokenizer, adapter_off=True)
+        return EvalModel("base", tuned.model, tuned.tokenizer, adapter_off=True)
     if tuned.run is None and tuned.adapter_path is None:
         return None
     from tuneforge.models import load_model
 
     model, tokenizer, _ = load_model(tuned.base_path)
-    return _Model("base", model, tokenizer)
+    return EvalModel("base", model, tokenizer)
 
 
-def _baseline(cfg: EvalConfig, tuned: Any, given: Any | None) -> _Model | None:
+def _baseline(cfg: EvalConfig, tuned: Any, given: Any | None) -> EvalModel | None:
     if given is not None:
-        return _Model(cfg.baseline if cfg.baseline == "base" else _name(given), given.model, given.tokenizer)
+        return EvalModel(cfg.baseline if cfg.baseline == "base" else _name(given), given.model, given.tokenizer)
     if cfg.baseline is None:
         return None
     if cfg.baseline == "base":
@@ -90,7 +90,7 @@ def _baseline(cfg: EvalConfig, tuned: Any, given: Any | None) -> _Model | None:
     from tuneforge.models import load
 
     other = load(cfg.baseline)
-    return _Model(_name(other), other.model, other.tokenizer)
+    return EvalModel(_name(other), other.model, other.tokenizer)
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,8 @@ class _Progress:
         return lambda done, _: self.report(f"generating ({label})", offset + done)
 
 
-def _score_model(
-    side: _Model, examples: Sequence[dict], references: list[str] | None, names: list[str], cfg: EvalConfig,
+def score_model(
+    side: EvalModel, examples: Sequence[dict], references: list[str] | None, names: list[str], cfg: EvalConfig,
     gen: GenerationConfig, *, seed: int, progress: Callable[[int, int], None] | None = None,
 ) -> _Outputs:
     generations, nll, cut, likelihood = None, None, 0, None
@@ -138,7 +138,7 @@ def _score_model(
     return _Outputs(score_outputs(names, texts, references, cfg, nll=nll, likely=likely), generations, cut, likelihood)
 
 
-def _generation(cfg: EvalConfig, sides: Sequence[_Model | None], references: list[str] | None,
+def shared_generation(cfg: EvalConfig, sides: Sequence[EvalModel | None], references: list[str] | None,
                 names: Sequence[str]) -> GenerationConfig:
     """One decoding budget for every model, so they are compared on equal terms.
 
@@ -150,8 +150,9 @@ def _generation(cfg: EvalConfig, sides: Sequence[_Model | None], references: lis
     return max(resolved, key=lambda g: g.max_new_tokens)
 
 
-def _prepare(examples: Sequence[dict], cfg: EvalConfig, metrics: Sequence[str] | None, data_format: str | None,
+def prepare_examples(examples: Sequence[dict], cfg: EvalConfig, metrics: Sequence[str] | None, data_format: str | None,
              source: str) -> tuple[list[dict], str, list[str], list[str] | None]:
+    """The examples to evaluate (first ``cfg.max_examples``), checked: ``(examples, kind, metric names, references)``."""
     examples = list(examples[: cfg.max_examples] if cfg.max_examples else examples)
     kind = check_examples(examples, data_format=data_format, source=source)
     references = None
@@ -186,10 +187,10 @@ def score(
         >>> score(model, tokenizer, val_examples, cfg.eval, metrics=["exact_match"])
         {'exact_match': 0.42}
     """
-    examples, _, names, references = _prepare(examples, cfg, metrics, None, "the validation set")
-    side = _Model("tuned", model, tokenizer)
-    gen = _generation(cfg, [side], references, names)
-    values = _score_model(side, examples, references, names, cfg, gen, seed=seed).scored.values()
+    examples, _, names, references = prepare_examples(examples, cfg, metrics, None, "the validation set")
+    side = EvalModel("tuned", model, tokenizer)
+    gen = shared_generation(cfg, [side], references, names)
+    values = score_model(side, examples, references, names, cfg, gen, seed=seed).scored.values()
     if "rougeL" in values:
         values["rouge"] = values["rougeL"]
     return values
@@ -232,18 +233,18 @@ def run(
         EvalError: inputs that do not fit (empty set, wrong format, missing references, labels, metric names).
     """
     source = data_source or "the test set"
-    examples, kind, names, references = _prepare(examples, cfg, None, data_format, source)
+    examples, kind, names, references = prepare_examples(examples, cfg, None, data_format, source)
     texts = load_reference_texts(cfg.forgetting) if cfg.forgetting.enabled and cfg.forgetting.data else None
-    tuned_side = _Model(_name(tuned), tuned.model, tuned.tokenizer)
+    tuned_side = EvalModel(_name(tuned), tuned.model, tuned.tokenizer)
     base_side = _baseline(cfg, tuned, baseline)
 
-    gen = _generation(cfg, [tuned_side, base_side], references, names)
+    gen = shared_generation(cfg, [tuned_side, base_side], references, names)
     models = 1 + (base_side is not None)
     tracker = _Progress(progress, len(examples), models) if progress and any(n not in UNGENERATED for n in names) else None
-    outputs = {"tuned": _score_model(tuned_side, examples, references, names, cfg, gen, seed=seed,
+    outputs = {"tuned": score_model(tuned_side, examples, references, names, cfg, gen, seed=seed,
                                      progress=tracker and tracker.side(0, tuned_side.label))}
     if base_side is not None:
-        outputs["base"] = _score_model(base_side, examples, references, names, cfg, gen, seed=seed,
+        outputs["base"] = score_model(base_side, examples, references, names, cfg, gen, seed=seed,
                                        progress=tracker and tracker.side(len(examples), base_side.label))
     tuned_scored, base_scored = outputs["tuned"].scored, outputs["base"].scored if "base" in outputs else None
 
@@ -251,7 +252,7 @@ def run(
     if cfg.forgetting.enabled:
         forgetting, skipped = _forgetting(cfg, tuned, tuned_side, base_side, texts, seed, max_seq_length)
 
-    comparisons = _compare(base_scored, tuned_scored, bootstrap_indices(len(examples), cfg.bootstrap_samples, seed))
+    comparisons = compare_scores(base_scored, tuned_scored, bootstrap_indices(len(examples), cfg.bootstrap_samples, seed))
     changed = None
     by = next((n for n in ("accuracy", "exact_match") if n in tuned_scored.metrics), None)
     if base_scored is not None and by:
@@ -295,7 +296,8 @@ def _timing(outputs: dict[str, _Outputs]) -> dict[str, dict[str, float]]:
     return timing
 
 
-def _compare(base: Scored | None, tuned: Scored, indices: Any) -> dict[str, MetricComparison]:
+def compare_scores(base: Scored | None, tuned: Scored, indices: Any) -> dict[str, MetricComparison]:
+    """Each metric of ``tuned`` (and of ``base``, and the paired difference) with bootstrap CIs over ``indices``."""
     out = {}
     for name, tv in tuned.metrics.items():
         n = _count(tv)
@@ -315,7 +317,7 @@ def _count(values: Any) -> int:
     return len(values.stats)
 
 
-def _forgetting(cfg: EvalConfig, tuned: Any, tuned_side: _Model, base_side: _Model | None,
+def _forgetting(cfg: EvalConfig, tuned: Any, tuned_side: EvalModel, base_side: EvalModel | None,
                 texts: list[str] | None, seed: int, max_seq_length: int) -> tuple[Any, str | None]:
     base = base_side if base_side is not None and base_side.label == "base" else _base_of(tuned)
     if base is None:
