@@ -24,3 +24,13 @@ def test_missing_file_and_rewritten_file(tmp_path):
     assert read_new_records(path, 0) == ([], 0)
     path.write_text('{"step": 1}\n')
     assert read_new_records(path, 1000) == ([{"step": 1}], path.stat().st_size)  # shrank: a new run, from the start
+
+
+def test_parse_records_keeps_one_object_per_line_and_skips_the_rest():
+    from tuneforge.ui.tail import parse_records
+
+    good = b'{"a": 1}\n\n  {"b": 2}\n'
+    assert parse_records(good) == [{"a": 1}, {"b": 2}]  # the one-array fast path
+    # Lines that are not exactly one JSON object are skipped, even where joining them would parse.
+    assert parse_records(b'{"a": 1}\n1, {"b": 2}\n{"c": 3}\n[4]\nnot json\n') == [{"a": 1}, {"c": 3}]
+    assert parse_records(b'[{"a": 1}\n{"b": 2}]\n{"c": 3}\n') == [{"c": 3}]
