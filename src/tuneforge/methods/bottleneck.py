@@ -139,15 +139,6 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             return (self._adapt(out[0]), *out[1:])
         return self._adapt(out)
 
-    def __getattr__(self, name: str) -> Any:
-        # Code that reads attributes of the wrapped block (e.g. an attention module's layer_idx) still finds them.
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "base_layer":
-                raise
-            return getattr(self.base_layer, name)
-
 
 class BottleneckModel(BaseTuner):
     """The PEFT tuner: wraps the chosen sub-blocks of every (or every listed) decoder layer."""
