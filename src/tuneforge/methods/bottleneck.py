@@ -13,9 +13,10 @@ BOTTLENECK`` + ``adapter_model.safetensors``) everything else already handles: `
 ``disable_adapter()`` for the baseline, ``set_adapter`` in the serving engine.
 
 PEFT's ``register_peft_method`` accepts only names of its own closed ``PeftType`` enum, so
-:func:`register` writes the same four registry entries under our own str-enum member, the way PEFT's
-maintainers suggest for out-of-tree methods (huggingface/peft#2634). Registration is explicit, not an
-import side effect: every place that reads an adapter folder calls :func:`register` first.
+:func:`register` writes the same three registry entries (config, tuner, prefix) under a member of our own
+str enum, which PEFT accepts as a ``peft_type`` (huggingface/peft#2634). Registration is explicit, not an
+import side effect (importing peft costs ~2 s): :func:`build` and the functions that read an adapter folder
+(:func:`tuneforge.models.load`, :func:`tuneforge.models.sealed.load_adapter`, the serving engine) call it first.
 
 The adapters add non-linear layers that no weight matrix of the base can express, so they cannot be
 merged: :data:`MERGE_REFUSAL` says so wherever a merge is asked for.
