@@ -14,7 +14,7 @@ PUBLIC_API = {
         "SecurityError", "TrainingError", "TuneforgeError", "__version__", "finetune", "load_config",
     },
     "tuneforge.config": {
-        "CleanConfig", "DEFAULT_LR", "DataConfig", "DatasetSource", "EMBEDDED_MODEL", "EarlyStoppingConfig",
+        "BottleneckMethod", "CleanConfig", "DEFAULT_LR", "DataConfig", "DatasetSource", "EMBEDDED_MODEL", "EarlyStoppingConfig",
         "EvalConfig", "ForgettingConfig", "FullMethod", "GenerationConfig", "IA3Method", "LoraMethod", "ModelConfig",
         "PromptLearningMethod", "QLoraMethod", "RunConfig", "SecurityConfig", "SplitConfig", "TrainingConfig",
         "load_config",

@@ -87,7 +87,8 @@ def test_training_changes_the_weights_and_lowers_the_loss(run_config, tiny_model
 
 # Learning rates large enough that 4 steps move each method's held-out loss well past float noise.
 @pytest.mark.parametrize("method, lr", [({"name": "full"}, 1e-3), ({"name": "dora", "r": 4}, 1e-2), ({"name": "ia3"}, 0.1),
-                                        ({"name": "prompt", "num_virtual_tokens": 4}, 0.1)])
+                                        ({"name": "prompt", "num_virtual_tokens": 4}, 0.1),
+                                        ({"name": "bottleneck", "reduction_factor": 4}, 1e-2)])
 def test_other_methods_train_and_save(run_config, tiny_model_dir, method, lr):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import Field, field_validator, model_validator
 
 from tuneforge.config._types import Float, Int, Section as _Section, _refuse_bool  # noqa: F401 (re-exported)
+from tuneforge.config.bottleneck import BottleneckMethod
 from tuneforge.config.distill import DistillConfig, EndpointTeacher  # noqa: F401 (re-exported)
 from tuneforge.config.grpo import GrpoConfig, RewardSource  # noqa: F401 (re-exported)
 from tuneforge.config.kto import KtoConfig, KtoLoss  # noqa: F401 (re-exported)
@@ -23,7 +24,7 @@ from tuneforge.config.reward import RewardConfig
 from tuneforge.config.duration import Seconds
 from tuneforge.config.search import Distribution, SearchConfig  # noqa: F401 (re-exported)
 from tuneforge.config.security import SecurityConfig
-from tuneforge.config.stages import StageConfig, check_stage_names
+from tuneforge.config.stages import StageConfig, check_stage_methods, check_stage_names, stage_raws
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 
@@ -147,11 +148,12 @@ class IA3Method(_Section):
 
 
 MethodConfig = Annotated[
-    Union[FullMethod, LoraMethod, QLoraMethod, PromptLearningMethod, IA3Method],
+    Union[FullMethod, LoraMethod, QLoraMethod, PromptLearningMethod, IA3Method, BottleneckMethod],
     Field(discriminator="name"),
 ]
 
-DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "prefix": 3e-2, "prompt": 3e-2, "ia3": 3e-3}
+DEFAULT_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "prefix": 3e-2, "prompt": 3e-2, "ia3": 3e-3,
+              "bottleneck": 1e-3}
 
 
 # --------------------------------------------------------------------------- data
@@ -573,6 +575,8 @@ class RunConfig(_Section):
         if self.data.balance != "none" and self.training.objective != "sft":
             raise ValueError(f"data.balance '{self.data.balance}' balances SFT answers by label; training.objective "
                              f"is '{self.training.objective}' (set data.balance: none)")
+        if self.stages:
+            check_stage_methods(stage_raws(self))
         if self.search is not None and self.training.eval_strategy == "no":
             # Trials report validation metrics to the pruner and are scored on them: no evaluation, no search.
             raise ValueError("search needs training.eval_strategy 'steps' or 'epoch' (it is 'no'), so trials "

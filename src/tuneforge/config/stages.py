@@ -70,6 +70,20 @@ def check_stage_names(stages: list[StageConfig]) -> list[StageConfig]:
     return stages
 
 
+def check_stage_methods(raws: list[dict[str, Any]]) -> None:
+    """Only the last stage may train adapters that cannot be merged into the weights the next stage starts from.
+
+    Raises:
+        ValueError: names the stage; found when the config loads, not after that stage has trained.
+    """
+    for i, raw in enumerate(raws[:-1]):
+        if raw["method"].get("name") == "bottleneck":
+            raise ValueError(
+                f"stages[{i}].method.name: 'bottleneck' adapters cannot be merged into the weights stages[{i + 1}] "
+                "starts from; use them in the last stage only, or method lora/dora here"
+            )
+
+
 def stage_raw(top: dict[str, Any], index: int, stage: StageConfig, run_dir: Path) -> dict[str, Any]:
     """The whole config of stage ``index`` as a dict: ``top`` with the stage's sections merged in.
 

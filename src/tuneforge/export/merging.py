@@ -62,6 +62,18 @@ def find_source(target: str | Path) -> Source:
     )
 
 
+def check_mergeable(source: Source) -> None:
+    """Refuse, before anything slow, an adapter that cannot be folded into the base weights (bottleneck adapters).
+
+    Raises:
+        ExportError: says why and what to do instead.
+    """
+    if source.kind != "model":
+        from tuneforge.methods.bottleneck import check_mergeable as check_adapter
+
+        check_adapter(source.weights)
+
+
 def fingerprint(folder: Path) -> str:
     """A cheap identity of a weights folder (names, sizes, modification times), to detect re-training."""
     h = hashlib.sha256()
@@ -208,7 +220,8 @@ def merge_source(
         add: Writes more files into the folder before it is swapped in: ``add(folder, base_path)``.
         sealer: Writes the weights (default: the source run's, so an encrypted run's merge is encrypted).
     """
-    check_merge_output(source, output, overwrite=overwrite)  # before the slow load
+    check_mergeable(source)  # before the slow load
+    check_merge_output(source, output, overwrite=overwrite)
     model, tokenizer, base_path = load_merged(source, trust_remote_code=trust_remote_code)
     provenance = {
         "source": str(source.path.resolve()),

@@ -21,7 +21,9 @@ from tuneforge.export.card import write_model_card
 from tuneforge.export.gguf_file import check_quant, read_config, write_gguf
 from tuneforge.export.llamacpp import LlamaCppReport, check_llamacpp, llama_cpp_available
 from tuneforge.export.hf import export_hf
-from tuneforge.export.merging import Source, check_merge_output, find_source, is_current, is_reward_model, merge_source
+from tuneforge.export.merging import (
+    Source, check_merge_output, check_mergeable, find_source, is_current, is_reward_model, merge_source,
+)
 from tuneforge.export.output import atomic_folder, check_output
 from tuneforge.export.modelfile import build_modelfile, inspect_template, modelfile_problems, parse_modelfile
 from tuneforge.export.roundtrip import DEFAULT_PROMPTS, RoundtripReport, check_roundtrip
@@ -152,6 +154,7 @@ def run(
     elif quant != "f16":
         raise ExportError(f"--quant {quant} applies to the gguf format only; the hf export keeps the model's dtype")
     src = find_source(source)
+    check_mergeable(src)  # every format is written from the merged model
     if is_reward_model(src):
         raise ExportError(
             f"{source} is a reward model (a one-output score head instead of a language-model head). A GGUF file "

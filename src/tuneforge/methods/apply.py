@@ -1,4 +1,5 @@
-"""Turn a method config into a trainable model: full fine-tuning or a PEFT adapter.
+"""Turn a method config into a trainable model: full fine-tuning or a PEFT adapter (bottleneck adapters: our own
+PEFT method, :mod:`tuneforge.methods.bottleneck`).
 
 One registry maps each method name to a builder. QLoRA differs at load time
 (the frozen base is quantized by bitsandbytes), so :func:`load_kwargs` gives
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from tuneforge.config.bottleneck import BottleneckMethod
 from tuneforge.config.schema import FullMethod, IA3Method, LoraMethod, PromptLearningMethod, QLoraMethod
 from tuneforge.errors import ModelError
 
@@ -66,6 +68,13 @@ def _ia3(model: Any, cfg: IA3Method) -> Any:
     return get_peft_model(model, config)
 
 
+def _bottleneck(model: Any, cfg: BottleneckMethod) -> Any:
+    # Imported here: the module needs peft, which `import tuneforge.methods` should not pay for.
+    from tuneforge.methods.bottleneck import build
+
+    return build(model, cfg)
+
+
 BUILDERS: dict[str, Callable[[Any, Any], Any]] = {
     "full": _full,
     "lora": _lora,
@@ -74,6 +83,7 @@ BUILDERS: dict[str, Callable[[Any, Any], Any]] = {
     "prefix": _prompt_learning,
     "prompt": _prompt_learning,
     "ia3": _ia3,
+    "bottleneck": _bottleneck,
 }
 
 # Methods that prepend virtual tokens: they change sequence positions, so they

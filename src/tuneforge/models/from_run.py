@@ -58,7 +58,10 @@ def run_start_point(run: RunDir) -> Path:
         )
     if not run.adapter.is_dir():
         return run.model
+    from tuneforge.methods.bottleneck import check_mergeable
     from tuneforge.models.load import cache_dir
+
+    check_mergeable(run.adapter)  # before the slow load: a bottleneck adapter cannot be merged into a start point
 
     digest = weights_digest(run)
     target = cache_dir() / "models" / f"run-{run.root.name}-{digest[:12]}"

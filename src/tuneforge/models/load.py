@@ -313,6 +313,9 @@ def load(
 def _with_adapter(base_cfg: ModelConfig, adapter: Path, dtype: torch.dtype, merge: bool, run: RunDir | None) -> LoadedModel:
     from peft import PeftModel
 
+    from tuneforge.methods.bottleneck import register
+
+    register()  # so PEFT can read an adapter_config.json naming our BOTTLENECK type
     check_weight_files(adapter, allow_pickle=base_cfg.allow_pickle)
     model, _, base_path = load_model(base_cfg, dtype=dtype)
     # The adapter folder carries the tokenizer as trained (chat template, stop token).

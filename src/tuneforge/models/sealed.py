@@ -95,6 +95,9 @@ def load_adapter(model: Any, adapter: Path, adapter_name: str = "default", key: 
     """Put the (encrypted) adapter in ``adapter`` onto ``model``; returns the PEFT model."""
     from peft import PeftConfig, PeftModel, set_peft_model_state_dict
 
+    from tuneforge.methods.bottleneck import register
+
+    register()  # so PEFT can read an adapter_config.json naming our BOTTLENECK type
     state = load_state(adapter / ADAPTER_WEIGHTS, key)  # first: a wrong key fails before anything changes
     config = PeftConfig.from_pretrained(str(adapter))
     config.inference_mode = True

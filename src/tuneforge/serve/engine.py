@@ -95,6 +95,9 @@ class Engine:
     ):
         from peft import PeftModel
 
+        from tuneforge.methods.bottleneck import register
+
+        register()  # an extra adapter may be a bottleneck adapter (our PEFT type) over a LoRA or bare base
         self.tokenizer = loaded.tokenizer
         self.base_path = loaded.base_path
         model = loaded.model
