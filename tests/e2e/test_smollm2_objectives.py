@@ -23,7 +23,7 @@ def test_dpo_on_smollm2_prefers_the_chosen_answers_on_held_out_pairs(tmp_path, s
         "data": {"train": str(tmp_path / "pairs.jsonl"), "split": {"validation": 0.0, "test": 0.2}},
         "training": {"objective": "dpo", "dpo": {"beta": 0.1}, "max_steps": 6, "per_device_batch_size": 2,
                      "learning_rate": 5e-4, "max_seq_length": 256, "logging_steps": 2, "save_strategy": "no"},
-        "eval": {"bootstrap_samples": 1000, "forgetting": {"enabled": False}},
+        "eval": {"max_examples": 16, "bootstrap_samples": 1000, "forgetting": {"enabled": False}},
     }
     (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(cfg))
     result = finetune(load_config(tmp_path / "dpo.yaml"))
