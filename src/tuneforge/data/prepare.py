@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.config.schema import DataConfig, DatasetSource
 from tuneforge.data.cache import fingerprint, read_entry, write_entry
@@ -31,6 +31,7 @@ from tuneforge.data.clean import Dropped
 from tuneforge.data.load import location, stream_examples
 from tuneforge.data.report import DataReport
 from tuneforge.data.split import mix, split_indices
+from tuneforge.data.store import as_lists, map_splits
 from tuneforge.data.template import Encoded, describe_template
 from tuneforge.errors import DataError
 
@@ -42,9 +43,12 @@ class PreparedData:
     """The output of :func:`prepare`.
 
     Attributes:
-        train: Tokenized training examples ``{"input_ids", "labels"}`` (not packed), mixed and shuffled.
+        train: Tokenized training examples ``{"input_ids", "labels"}`` (not packed), mixed and shuffled: a
+            list, or for a large split (:data:`~tuneforge.data.store.MEMORY_MAP_MIN_ROWS` rows or more) a
+            :class:`~tuneforge.data.store.TokenRows` read from a memory-mapped file (same items, plus ``lengths``).
         validation: Tokenized validation examples, same shape.
-        train_examples: The canonical cleaned examples behind ``train``, in the same order.
+        train_examples: The canonical cleaned examples behind ``train``, in the same order (a list, or
+            an :class:`~tuneforge.data.store.ExampleRows` over the same file).
         validation_examples: The canonical examples behind ``validation``.
         test_examples: Canonical held-out test examples (for generation-based evaluation).
         format: Detected format of the training data.
@@ -54,10 +58,10 @@ class PreparedData:
         reused: Read back from the cache instead of prepared.
     """
 
-    train: list[dict]
-    validation: list[dict]
-    train_examples: list[dict]
-    validation_examples: list[dict]
+    train: Sequence[dict]
+    validation: Sequence[dict]
+    train_examples: Sequence[dict]
+    validation_examples: Sequence[dict]
     test_examples: list[dict]
     format: str
     report: DataReport
@@ -106,15 +110,28 @@ def prepare(
     """
     _check_distinct_paths(cfg)
     if cache_dir is None:
-        return _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels)
+        data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels)
+        return _in_memory(data) if key is not None else map_splits(data)
     entry_key = fingerprint(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, labels=labels)
     entry = read_entry(cache_dir, entry_key)
     if entry is not None:
         entry["report"].redact_snippets = _redacted_kinds(cfg)
         return PreparedData(**entry, cache_key=entry_key, reused=True)
     data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels)
-    write_entry(cache_dir, entry_key, data)
+    data = map_splits(data, write_entry(cache_dir, entry_key, data))
     data.cache_key = entry_key
+    return data
+
+
+def _in_memory(data: PreparedData) -> PreparedData:
+    """The splits as Python lists, for a run that encrypts its files (``key`` given).
+
+    Memory-mapping needs a plaintext token file on disk, which would break the promise that an
+    encrypted run leaves no plaintext of its data behind (the data cache is off for the same reason),
+    so these runs keep today's in-memory lists and their memory grows with the rows.
+    """
+    data.train = [as_lists(t) for t in data.train]
+    data.validation = [as_lists(t) for t in data.validation]
     return data
 
 
@@ -170,10 +187,12 @@ def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int,
         train, weights = _balance(train, cfg.balance, labels, seed, report)
     report.format = _main_format(train, report)
     report.tokens = _token_stats(train)
+    # The tokens stay compact arrays here (4 bytes each); prepare() then maps large splits to a file
+    # or turns them into lists (never both at once: lists of ints cost ~36 bytes a token).
     return PreparedData(
-        train=[row.encoded.as_dict() for row in train] if weights is None
-        else [{**row.encoded.as_dict(), "weight": w} for row, w in zip(train, weights)],
-        validation=[row.encoded.as_dict() for row in held_out["validation"]],
+        train=[_tokens(row) for row in train] if weights is None
+        else [{**_tokens(row), "weight": w} for row, w in zip(train, weights)],
+        validation=[_tokens(row) for row in held_out["validation"]],
         train_examples=[row.example for row in train],
         validation_examples=[row.example for row in held_out["validation"]],
         test_examples=[row.example for row in held_out["test"]],
@@ -181,6 +200,10 @@ def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int,
         report=report,
         sources={path: stats.sha256 for path, stats in report.sources.items()},
     )
+
+
+def _tokens(row: _Row) -> dict:
+    return {"input_ids": row.encoded.input_ids, "labels": row.encoded.labels}
 
 
 def _check_distinct_paths(cfg: DataConfig) -> None:
