@@ -89,3 +89,25 @@ def test_a_split_file_round_trips_tokens_weights_and_examples(tmp_path):
     assert list(rows.targets) == [0, 1, 2, 3, 4]  # labelled tokens after the first (never a target when packed)
     with pytest.raises(IndexError):
         rows[5]
+
+
+def test_the_spool_on_disk_reads_back_what_the_one_in_memory_holds(tmp_path, monkeypatch):
+    from tuneforge.data.spool import Spool
+    from tuneforge.data.template import Encoded
+
+    monkeypatch.setattr("tuneforge.data.spool.WRITE_BATCH_ROWS", 3)  # rows cross several batches
+    disk, memory = Spool(tmp_path), Spool(None)
+    for i in range(10):
+        example = {"messages": [{"role": "user", "content": f"q{i} ü"}], "meta": {"line": i + 1}}
+        encoded = None if i == 4 else Encoded(array("i", range(i + 2)), array("i", [-100] * 2 + list(range(2, i + 2))))
+        assert disk.add(example, encoded) == memory.add(example, encoded) == i
+    disk.close(), memory.close()
+    assert oct((tmp_path / "spool.arrow").stat().st_mode & 0o777) == "0o600"
+    rows, weights = [9, 0, 9, 3], [0.5, 1.0, 0.5, 2.0]  # a row repeated by a mixing weight, out of order
+    assert disk.examples(rows) == memory.examples(rows) and disk.example(7) == memory.example(7)
+    assert disk.tokens(rows, weights) == memory.tokens(rows, weights)
+    assert disk.tokens(rows)[0]["input_ids"] == list(range(11)) and disk.examples([4])[0]["meta"] == {"line": 5}
+    disk.write(tmp_path / "train.arrow", array("q", rows), weights)
+    written = TokenRows(open_split(tmp_path / "train.arrow"))
+    assert list(written) == memory.tokens(rows, weights) and list(written.targets) == [9, 0, 9, 3]
+    assert list(ExampleRows(written.table)) == memory.examples(rows)

@@ -32,7 +32,67 @@ MEMORY_MAP_MIN_ROWS = 1024
 """Splits with fewer rows stay Python lists: they cost little, and the lists are what callers expect to print or edit."""
 
 
-def write_split(path: Path, examples: Sequence[dict], tokens: Sequence[dict] | None, *,
+def _schema(*, tokens: bool, weighted: bool) -> Any:
+    import pyarrow as pa
+
+    fields = [pa.field("example", pa.large_string())]
+    if tokens:
+        fields += [pa.field("input_ids", pa.list_(pa.int32())), pa.field("labels", pa.list_(pa.int32())),
+                   pa.field("targets", pa.int32())]
+    if weighted:  # data.balance: loss_weights gives each row a weight
+        fields.append(pa.field("weight", pa.float64()))
+    return pa.schema(fields)
+
+
+class SplitWriter:
+    """Writes a split file (created 0600, never overwritten) a batch at a time; use it as a context manager.
+
+    Args:
+        path: The file to create.
+        tokens: Store token columns (not for the test split, which keeps only its examples).
+        weighted: Store a loss weight per row.
+    """
+
+    def __init__(self, path: Path, *, tokens: bool = True, weighted: bool = False):
+        import pyarrow as pa
+
+        self.schema = _schema(tokens=tokens, weighted=weighted)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file = os.fdopen(fd, "wb")
+        self._writer = pa.ipc.new_file(self._file, self.schema)
+
+    def write(self, examples: Sequence[Any], tokens: Sequence[dict] | None = None) -> None:
+        """One batch of rows: examples (dicts, or their JSON text) and their token dicts
+        (lists or ``array("i")``; ``"targets"`` counted here unless given; ``"weight"`` when weighted)."""
+        import pyarrow as pa
+
+        columns: list[Any] = [[e if isinstance(e, str) else json.dumps(e, ensure_ascii=False) for e in examples]]
+        names = self.schema.names
+        if "input_ids" in names:
+            rows = tokens if tokens is not None else [None] * len(examples)
+            columns += [[None if t is None else t["input_ids"] for t in rows], [None if t is None else t["labels"] for t in rows],
+                        [None if t is None else t.get("targets", targets(t)) for t in rows]]
+        if "weight" in names:
+            columns.append([t["weight"] for t in tokens])
+        self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
+
+    def write_table(self, table: Any) -> None:
+        """Rows already in Arrow columns named as this file's."""
+        for batch in table.select(self.schema.names).cast(self.schema).to_batches():
+            self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._file.close()
+
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def write_split(path: Path, examples: Sequence[Any], tokens: Sequence[dict] | None, *,
                 batch_rows: int = WRITE_BATCH_ROWS) -> None:
     """Write one split as an Arrow IPC file (0600, created, never overwritten), a batch at a time.
 
@@ -41,27 +101,14 @@ def write_split(path: Path, examples: Sequence[dict], tokens: Sequence[dict] | N
         tokens: Their ``{"input_ids", "labels"[, "weight"]}`` dicts, same order (lists or ``array("i")``); None: examples only.
         batch_rows: Rows per record batch: writing holds one batch of converted rows at a time.
     """
-    import pyarrow as pa
-
-    fields = [pa.field("example", pa.large_string())]
-    weighted = bool(tokens) and "weight" in tokens[0]  # data.balance: loss_weights gives each row a weight
-    if tokens is not None:
-        fields += [pa.field("input_ids", pa.list_(pa.int32())), pa.field("labels", pa.list_(pa.int32())),
-                   pa.field("targets", pa.int32())]
-        if weighted:
-            fields.append(pa.field("weight", pa.float64()))
-    schema = pa.schema(fields)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, schema) as writer:
+    weighted = bool(tokens) and "weight" in tokens[0]
+    with SplitWriter(path, tokens=tokens is not None, weighted=weighted) as writer:
+        if isinstance(tokens, TokenRows) and isinstance(examples, ExampleRows) and tokens.table is examples.table:
+            writer.write_table(tokens.table)  # a mapped split copied as it is (the cache stores a fresh preparation)
+            return
         for start in range(0, max(len(examples), 1), batch_rows):
             end = start + batch_rows
-            columns = [[json.dumps(e, ensure_ascii=False) for e in examples[start:end]]]
-            if tokens is not None:
-                part = tokens[start:end]
-                columns += [[t["input_ids"] for t in part], [t["labels"] for t in part], [targets(t) for t in part]]
-                if weighted:
-                    columns.append([t["weight"] for t in part])
-            writer.write_batch(pa.record_batch(columns, schema=schema))
+            writer.write(examples[start:end], None if tokens is None else tokens[start:end])
 
 
 def targets(row: dict) -> int:
@@ -121,6 +168,7 @@ class TokenRows(_MappedRows):
     def __init__(self, table: Any):
         import pyarrow.compute as pc
 
+        self.table = table
         self._ids = table.column("input_ids")
         self._labels = table.column("labels")
         self._weights = table.column("weight") if "weight" in table.column_names else None
@@ -139,6 +187,7 @@ class ExampleRows(_MappedRows):
     """The canonical examples of a split file, each parsed from its JSON when read."""
 
     def __init__(self, table: Any):
+        self.table = table
         self._text = table.column("example")
         self.size = len(self._text)
 
@@ -150,40 +199,3 @@ def lengths_of(examples: Sequence[dict]) -> Sequence[int]:
     """Tokens per example: read from the offsets of a :class:`TokenRows`, counted in a list."""
     lengths = getattr(examples, "lengths", None)
     return lengths if lengths is not None else [len(ex["input_ids"]) for ex in examples]
-
-
-def as_lists(row: dict) -> dict:
-    """A token dict with fresh lists (a row repeated by a mixing weight must not share mutable lists)."""
-    return {k: list(v) if k in ("input_ids", "labels") else v for k, v in row.items()}
-
-
-def map_splits(data: Any, folder: Path | None = None) -> Any:
-    """Move the large training and validation splits of ``data`` (a ``PreparedData``) to memory-mapped files.
-
-    Args:
-        data: Prepared data whose ``train``/``validation`` may hold ``array("i")`` tokens.
-        folder: The cache entry that already holds the split files; None: write them to a private
-            temporary folder, removed once they are mapped.
-
-    Returns:
-        ``data``, its large splits now :class:`TokenRows`/:class:`ExampleRows`, the others lists of lists.
-    """
-    own = folder is None
-    if own:
-        folder = Path(tempfile.mkdtemp(prefix="tuneforge-tokens-"))  # 0700
-    try:
-        for part in ("train", "validation"):
-            examples, tokens = getattr(data, f"{part}_examples"), getattr(data, part)
-            if len(examples) < MEMORY_MAP_MIN_ROWS:
-                setattr(data, part, [as_lists(t) for t in tokens])
-                continue
-            path = folder / f"{part}.arrow"
-            if own:
-                write_split(path, examples, tokens)
-            table = open_split(path)
-            setattr(data, part, TokenRows(table))
-            setattr(data, f"{part}_examples", ExampleRows(table))
-    finally:
-        if own:
-            shutil.rmtree(folder, ignore_errors=True)
-    return data
