@@ -11,7 +11,7 @@ import pytest
 from tuneforge.config.schema import DataConfig
 from tuneforge.data import prepare
 from tuneforge.data.pack import Collator, pack_examples, training_rows
-from tuneforge.data.store import ExampleRows, TokenRows, open_split, write_split
+from tuneforge.data.store import ExampleRows, TokenRows, map_split, open_split, write_split
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_packing_reads_lengths_and_resolves_rows_at_collate_time(large_file, tin
     assert all(r.source is data.train for b in unpacked for r in b.rows)
 
 
-def test_a_split_file_round_trips_tokens_weights_and_examples(tmp_path):
+def test_a_split_file_round_trips_tokens_weights_and_examples(tmp_path, monkeypatch):
     examples = [{"messages": [{"role": "user", "content": f"q{i}"}], "meta": {"line": i}} for i in range(5)]
     tokens = [{"input_ids": array("i", range(i + 1)), "labels": array("i", [-100] + [7] * i), "weight": 0.5 + i}
               for i in range(5)]
@@ -89,6 +89,11 @@ def test_a_split_file_round_trips_tokens_weights_and_examples(tmp_path):
     assert list(rows.targets) == [0, 1, 2, 3, 4]  # labelled tokens after the first (never a target when packed)
     with pytest.raises(IndexError):
         rows[5]
+    # Released pages are read again from the file: the rows stay the same however often they are dropped.
+    monkeypatch.setattr("tuneforge.data.store.RELEASE_EVERY", 2)
+    table, mapping = map_split(path)
+    fresh = TokenRows(table, mapping)
+    assert [fresh[i % 5] for i in range(10)] == list(rows) * 2
 
 
 def test_the_spool_on_disk_reads_back_what_the_one_in_memory_holds(tmp_path, monkeypatch):

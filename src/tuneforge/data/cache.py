@@ -130,14 +130,14 @@ def read_entry(root: Path, key: str) -> dict[str, Any] | None:
 
 
 def _read(folder: Path) -> dict[str, Any]:
-    from tuneforge.data.store import MEMORY_MAP_MIN_ROWS, ExampleRows, TokenRows, open_split
+    from tuneforge.data.store import MEMORY_MAP_MIN_ROWS, ExampleRows, TokenRows, map_split
 
     meta = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     out: dict[str, Any] = {"format": meta["format"], "sources": meta["sources"], "report": _report_from_dict(meta["report"])}
     for part in ("train", "validation", "test"):
-        table = open_split(folder / f"{part}.arrow")
+        table, mapping = map_split(folder / f"{part}.arrow")
         if part != "test" and table.num_rows >= MEMORY_MAP_MIN_ROWS:  # large: read from the mapped file when used
-            out[part], out[f"{part}_examples"] = TokenRows(table), ExampleRows(table)
+            out[part], out[f"{part}_examples"] = TokenRows(table, mapping), ExampleRows(table)
             continue
         if part != "test":
             out[part] = [{"input_ids": ids, "labels": labels}

@@ -34,7 +34,7 @@ from tuneforge.data.report import DataReport
 from tuneforge.data.split import mix, split_indices
 from tuneforge.data.spool import Spool, indices
 from tuneforge.data import store
-from tuneforge.data.store import ExampleRows, TokenRows, open_split
+from tuneforge.data.store import ExampleRows, TokenRows, map_split
 from tuneforge.data.template import describe_template
 from tuneforge.errors import DataError
 
@@ -209,8 +209,8 @@ def _split(spool: Spool, part: str, rows: Sequence[int], weights: list[float] | 
         return {part: spool.tokens(rows, weights), f"{part}_examples": spool.examples(rows)}
     path = folder / f"{part}.arrow"
     spool.write(path, rows, weights)
-    table = open_split(path)
-    return {part: TokenRows(table), f"{part}_examples": ExampleRows(table)}
+    table, mapping = map_split(path)
+    return {part: TokenRows(table, mapping), f"{part}_examples": ExampleRows(table)}
 
 
 def _check_distinct_paths(cfg: DataConfig) -> None:

@@ -15,12 +15,17 @@ promise, so those runs hold every row as before.
 from __future__ import annotations
 
 import json
+import mmap
 from array import array
 from pathlib import Path
 from typing import Any, Sequence
 
-from tuneforge.data.store import WRITE_BATCH_ROWS, SplitWriter, open_split
+from tuneforge.data.store import WRITE_BATCH_ROWS, SplitWriter, map_split
 from tuneforge.data.template import Encoded
+
+
+TAKE_ROWS = 8192
+"""Rows copied from the spool at a time when a split is written (each copy visits every batch of the spool once)."""
 
 
 class Spool:
@@ -38,6 +43,7 @@ class Spool:
         self._written = 0
         self._writer: SplitWriter | None = None
         self._table: Any = None
+        self._mapping: Any = None
 
     def add(self, example: dict, encoded: Encoded | None) -> int:
         """Keep a row (``encoded`` None: a test row, whose tokens are not kept); returns its index."""
@@ -63,7 +69,11 @@ class Spool:
             return
         self._flush()
         self._writer.close()
-        self._table = open_split(self._path)
+        import numpy as np
+
+        self._table, self._mapping = map_split(self._path)
+        self._batches = self._table.to_batches()
+        self._starts = np.cumsum([0] + [b.num_rows for b in self._batches[:-1]])
 
     def example(self, at: int) -> dict:
         """The canonical example of row ``at``."""
@@ -95,16 +105,38 @@ class Spool:
         import pyarrow as pa
 
         with SplitWriter(path, weighted=weights is not None) as writer:
-            for start in range(0, max(len(rows), 1), WRITE_BATCH_ROWS):
-                table = self._take(rows[start:start + WRITE_BATCH_ROWS])
+            for start in range(0, max(len(rows), 1), TAKE_ROWS):
+                table = self._take(rows[start:start + TAKE_ROWS])
                 if weights is not None:
-                    table = table.append_column("weight", pa.array(weights[start:start + WRITE_BATCH_ROWS], pa.float64()))
+                    table = table.append_column("weight", pa.array(weights[start:start + TAKE_ROWS], pa.float64()))
                 writer.write_table(table)
 
     def _take(self, rows: Sequence[int]) -> Any:
-        import pyarrow as pa
+        """A copy of ``rows``; the pages of the spool it read are dropped from resident memory again.
 
-        return self._table.take(pa.array(rows, type=pa.int64()))
+        Rows in training order lie all over the spool: left resident, its pages would make
+        memory grow with the spool's size after all (issue #9); dropped, at most one batch's stay.
+        """
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        # Taken batch by batch: pyarrow's take on a whole (chunked) table first joins every chunk into
+        # one array, a copy of the spool in memory. The system allocator hands the small copies back at
+        # once (pyarrow's default pool keeps freed pages a while, which added ~1 KB a row while writing).
+        pool = pa.system_memory_pool()
+        wanted = np.asarray(rows, dtype=np.int64)
+        batch_of = np.searchsorted(self._starts, wanted, side="right") - 1
+        order = np.argsort(batch_of, kind="stable")
+        pieces = []
+        for b in np.unique(batch_of):
+            pieces.append(pc.take(self._batches[b], pa.array(wanted[batch_of == b] - self._starts[b]), memory_pool=pool))
+            # The kernel maps 64 KB around each page read (fault-around), so a few rows from every batch
+            # would make the whole spool resident: drop each batch's pages before reading the next.
+            self._mapping.madvise(mmap.MADV_DONTNEED)
+        placed = np.empty_like(order)
+        placed[order] = np.arange(len(order))  # where each wanted row sits among the pieces
+        return pc.take(pa.Table.from_batches(pieces, schema=self._table.schema), pa.array(placed), memory_pool=pool)
 
 
 def indices(rows: Sequence[Any]) -> array:

@@ -10,15 +10,18 @@ become resident, and the kernel can drop them again.
 indexing (an ``int`` gives the same dict the list held, a slice a list of them) and iteration.
 Packing reads only :attr:`TokenRows.lengths`; an example is materialised when a batch is collated.
 
-One file per split holds the canonical example (JSON) and its tokens: the prepared-data cache
-(:mod:`tuneforge.data.cache`) stores exactly these files, and a run without the cache writes them
-to a private temporary folder that is removed as soon as they are mapped (POSIX keeps a mapped
-file's pages until it is unmapped).
+One file per split holds the canonical example (JSON), its tokens and its count of target tokens:
+:func:`tuneforge.data.prepare.prepare` writes them from its :class:`~tuneforge.data.spool.Spool`
+into a private temporary folder that is removed as soon as they are mapped (POSIX keeps a mapped
+file's pages until it is unmapped), and the prepared-data cache (:mod:`tuneforge.data.cache`)
+stores copies of the same files. Splits under :data:`MEMORY_MAP_MIN_ROWS` rows, and every split of
+a run that encrypts its files, stay Python lists.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -28,6 +31,8 @@ from typing import Any, Iterator, Sequence
 from tuneforge.data.template import IGNORE_INDEX
 
 WRITE_BATCH_ROWS = 8192
+RELEASE_EVERY = 4096
+"""Examples read from a :class:`TokenRows` between two releases of its resident pages."""
 MEMORY_MAP_MIN_ROWS = 1024
 """Splits with fewer rows stay Python lists: they cost little, and the lists are what callers expect to print or edit."""
 
@@ -123,10 +128,21 @@ def targets(row: dict) -> int:
 
 def open_split(path: Path) -> Any:
     """The ``pyarrow.Table`` of a split file, memory-mapped (nothing is read until used)."""
+    return map_split(path)[0]
+
+
+def map_split(path: Path) -> tuple[Any, mmap.mmap]:
+    """``(table, mapping)``: the table of a split file read through a mapping its caller can release.
+
+    Pages of a mapped file that were read count in the process's resident memory until the kernel
+    needs them back; ``mapping.madvise(mmap.MADV_DONTNEED)`` drops them at once (the table stays
+    valid: they are read again from the page cache or the file when next used).
+    """
     import pyarrow as pa
 
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
+    with open(path, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return pa.ipc.open_file(pa.BufferReader(pa.py_buffer(mapping))).read_all(), mapping
 
 
 class _MappedRows(Sequence):
@@ -160,15 +176,20 @@ class TokenRows(_MappedRows):
     """The tokenized examples of a split file: ``rows[i]`` is ``{"input_ids": [...], "labels": [...]}``
     (plus ``"weight"`` under ``data.balance: loss_weights``), as in the list it replaces.
 
+    Args:
+        table: The split's table (:func:`open_split`).
+        mapping: The file mapping behind it (:func:`map_split`), whose pages are released every
+            :data:`RELEASE_EVERY` examples read; None: left to the kernel.
+
     Attributes:
         lengths: Tokens per example (a numpy int32 array read from the list offsets, not the tokens).
         targets: Tokens per example the loss is computed on (:func:`targets`, stored when written).
     """
 
-    def __init__(self, table: Any):
+    def __init__(self, table: Any, mapping: mmap.mmap | None = None):
         import pyarrow.compute as pc
 
-        self.table = table
+        self.table, self._mapping, self._reads = table, mapping, 0
         self._ids = table.column("input_ids")
         self._labels = table.column("labels")
         self._weights = table.column("weight") if "weight" in table.column_names else None
@@ -177,6 +198,11 @@ class TokenRows(_MappedRows):
         self.size = len(self.lengths)
 
     def _read(self, index: int) -> dict:
+        self._reads += 1
+        if self._mapping is not None and self._reads % RELEASE_EVERY == 0:
+            # An epoch reads every example once: without this, the file's pages would pile up in resident
+            # memory (the kernel drops them only under pressure) and RSS would grow with the data again.
+            self._mapping.madvise(mmap.MADV_DONTNEED)
         row = {"input_ids": self._ids[index].values.to_pylist(), "labels": self._labels[index].values.to_pylist()}
         if self._weights is not None:
             row["weight"] = self._weights[index].as_py()
