@@ -4,7 +4,8 @@
 
 For each row count, generates rows (bench/_rows.py) into a temporary folder and, in a fresh child
 process (so its peak RSS, ``resource.getrusage``, is its own), runs ``tuneforge.data.prepare``
-(``data.num_proc=1``, PII redaction, max_seq_length 256, the embedded SmolLM2 tokenizer; ``--cache``:
+(``data.num_proc=1``, PII redaction, max_seq_length 256, the default 10% validation and 10% test
+splits, the embedded SmolLM2 tokenizer; ``--cache``:
 with the prepared-data cache, first run) and then ``tuneforge.train.args.loader_items``, the dataset the
 trainer iterates (packed rows, token-budget batches: the defaults). No training step runs. Printed per
 row count: peak RSS after the tokenizer is loaded, after ``prepare``, after ``loader_items``, the RSS
@@ -44,9 +45,8 @@ def held_mb():  # resident now (the peak only grows)
 args = json.loads(sys.argv[1])
 tokenizer = load_tokenizer(resolve(args["model"]))
 out = {"tokenizer_mb": peak_mb()}
-cfg = RunConfig(model=args["model"], data={"train": args["files"], "clean": {"redact_pii": True}, "num_proc": 1,
-                                           "split": {"validation": 0.01, "test": 0.0}},
-                training={"max_seq_length": 256})
+cfg = RunConfig(model=args["model"], data={"train": args["files"], "clean": {"redact_pii": True}, "num_proc": 1},
+                training={"max_seq_length": 256})  # the default splits: validation 0.1, test 0.1
 extra = {"cache_dir": Path(args["cache"])} if args["cache"] else {}
 start = time.perf_counter()
 data = prepare(cfg.data, tokenizer, max_seq_length=256, seed=0, **extra)

@@ -41,6 +41,15 @@ def test_a_large_training_split_is_memory_mapped_not_a_list(large_file, tiny_tok
     assert list(data.train.lengths) == [len(t["input_ids"]) for t in listed.train]
     # Validation (100 rows) stays a list of lists: small splits are not worth a file.
     assert type(data.validation) is list and data.validation == listed.validation
+    assert data.test_examples == listed.test_examples
+
+
+def test_a_large_test_split_is_mapped_too(write_jsonl, alpaca_rows, tiny_tokenizer, tmp_path):
+    cfg = DataConfig(train=[str(write_jsonl("large.jsonl", alpaca_rows(2400)))], split={"validation": 0.45, "test": 0.45})
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # no cache, then a cache's first and second run
+        data = prepare(cfg, tiny_tokenizer, max_seq_length=128, seed=3, cache_dir=cache)
+        assert isinstance(data.test_examples, ExampleRows) and isinstance(data.validation, TokenRows)
+        assert len(data.test_examples) > 1024 and data.test_examples[0]["messages"][0]["role"] == "user"
 
 
 def test_the_cache_maps_its_own_files_on_the_first_and_second_run(large_file, tiny_tokenizer, tmp_path):

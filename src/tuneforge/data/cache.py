@@ -136,8 +136,10 @@ def _read(folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"format": meta["format"], "sources": meta["sources"], "report": _report_from_dict(meta["report"])}
     for part in ("train", "validation", "test"):
         table, mapping = map_split(folder / f"{part}.arrow")
-        if part != "test" and table.num_rows >= MEMORY_MAP_MIN_ROWS:  # large: read from the mapped file when used
-            out[part], out[f"{part}_examples"] = TokenRows(table, mapping), ExampleRows(table)
+        if table.num_rows >= MEMORY_MAP_MIN_ROWS:  # large: read from the mapped file when used
+            out[f"{part}_examples"] = ExampleRows(table)
+            if part != "test":
+                out[part] = TokenRows(table, mapping)
             continue
         if part != "test":
             out[part] = [{"input_ids": ids, "labels": labels}

@@ -193,7 +193,7 @@ def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int,
     return PreparedData(
         **_split(spool, "train", indices(train), weights, folder),
         **_split(spool, "validation", indices(held_out["validation"]), None, folder),
-        test_examples=spool.examples(indices(held_out["test"])),
+        test_examples=_test_examples(spool, indices(held_out["test"]), folder),
         format=report.format,
         report=report,
         sources={path: stats.sha256 for path, stats in report.sources.items()},
@@ -211,6 +211,14 @@ def _split(spool: Spool, part: str, rows: Sequence[int], weights: list[float] | 
     spool.write(path, rows, weights)
     table, mapping = map_split(path)
     return {part: TokenRows(table, mapping), f"{part}_examples": ExampleRows(table)}
+
+
+def _test_examples(spool: Spool, rows: Sequence[int], folder: Path | None) -> Sequence[dict]:
+    """The test split's canonical examples: a list, or read from a mapped file when large (like :func:`_split`)."""
+    if folder is None or len(rows) < store.MEMORY_MAP_MIN_ROWS:
+        return spool.examples(rows)
+    spool.write(folder / "test.arrow", rows)
+    return ExampleRows(map_split(folder / "test.arrow")[0])
 
 
 def _check_distinct_paths(cfg: DataConfig) -> None:
