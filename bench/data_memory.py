@@ -1,6 +1,6 @@
 """Peak memory of data preparation + the trainer's dataset, at N and 4N rows (issue #9: bounded as rows grow).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/data_memory.py [--rows 50000,200000] [--cache]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/data_memory.py [--rows 50000,200000] [--cache] [--rev REV]
 
 For each row count, generates rows (bench/_rows.py) into a temporary folder and, in a fresh child
 process (so its peak RSS, ``resource.getrusage``, is its own), runs ``tuneforge.data.prepare``
@@ -59,8 +59,8 @@ print(json.dumps(out))
 """
 
 
-def run_child(files: list[Path], *, model: str, cache: Path | None) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+def run_child(files: list[Path], *, model: str, cache: Path | None, src: Path = ROOT / "src") -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     args = {"model": model, "files": [str(f) for f in files], "cache": str(cache) if cache else ""}
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], env=env, capture_output=True, text=True, check=False)
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="50000,200000", help="comma-separated row counts")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--cache", action="store_true", help="prepare with the data cache (first run: writes it)")
+    parser.add_argument("--rev", help="measure this git revision's code instead of the checkout's (e.g. the one before a change)")
     args = parser.parse_args(argv)
 
     results = []
@@ -82,13 +83,18 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp) / "rows"
             folder.mkdir()
             files = generate_rows(folder, n)
+            src = ROOT / "src"
+            if args.rev:
+                archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.rev, "src/tuneforge"], capture_output=True, check=True)
+                subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+                src = Path(tmp) / "src"
             load = os.getloadavg()[0]
-            result = run_child(files, model=args.model, cache=Path(tmp) / "cache" if args.cache else None)
+            result = run_child(files, model=args.model, cache=Path(tmp) / "cache" if args.cache else None, src=src)
             results.append((n, load, result))
             print(json.dumps({"rows": n, **result}), flush=True)
 
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); data.num_proc=1, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-          f"cache {'on' if args.cache else 'off'}")
+          f"cache {'on' if args.cache else 'off'}; code: {args.rev or 'this checkout'}")
     print(f"| rows | kept (train) | PreparedData.train | peak RSS: tokenizer | + prepare | + loader_items | held at the end "
           f"| prepare s (load avg) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -151,8 +151,14 @@ def _read(folder: Path) -> dict[str, Any]:
     return out
 
 
-def write_entry(root: Path, key: str, data: Any) -> Path:
-    """Store a :class:`~tuneforge.data.prepare.PreparedData` under ``root/key`` (atomically, private)."""
+def write_entry(root: Path, key: str, data: Any, written: Path | None = None) -> Path:
+    """Store a :class:`~tuneforge.data.prepare.PreparedData` under ``root/key`` (atomically, private).
+
+    Args:
+        written: A folder where preparation already wrote some splits as files (the large ones):
+            those are copied as bytes, not read back through their mapping (which would make
+            every page of them resident).
+    """
     from tuneforge.data.store import write_split
 
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -162,7 +168,11 @@ def write_entry(root: Path, key: str, data: Any) -> Path:
     try:
         tokens = {"train": data.train, "validation": data.validation, "test": None}
         for part, rows in tokens.items():
-            write_split(tmp / f"{part}.arrow", getattr(data, f"{part}_examples"), rows, batch_rows=WRITE_BATCH_ROWS)
+            made = written / f"{part}.arrow" if written is not None else None
+            if made is not None and made.is_file():
+                _copy_private(made, tmp / f"{part}.arrow")
+            else:
+                write_split(tmp / f"{part}.arrow", getattr(data, f"{part}_examples"), rows, batch_rows=WRITE_BATCH_ROWS)
         meta = {"format": data.format, "sources": data.sources, "report": data.report.to_dict()}
         _write_private(tmp / "report.json", json.dumps(meta, ensure_ascii=False).encode())
         try:
@@ -175,6 +185,12 @@ def write_entry(root: Path, key: str, data: Any) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _write_private(path: Path, content: bytes) -> None:

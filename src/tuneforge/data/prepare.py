@@ -131,9 +131,9 @@ def prepare(
         folder = None if key is not None else Path(tmp)
         data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels,
                         spool=Spool(folder), folder=folder)
-    if cache_dir is not None:
-        write_entry(cache_dir, entry_key, data)
-        data.cache_key = entry_key
+        if cache_dir is not None:
+            write_entry(cache_dir, entry_key, data, written=folder)  # copies the split files made in the folder
+            data.cache_key = entry_key
     return data
 
 

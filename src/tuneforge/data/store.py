@@ -108,9 +108,6 @@ def write_split(path: Path, examples: Sequence[Any], tokens: Sequence[dict] | No
     """
     weighted = bool(tokens) and "weight" in tokens[0]
     with SplitWriter(path, tokens=tokens is not None, weighted=weighted) as writer:
-        if isinstance(tokens, TokenRows) and isinstance(examples, ExampleRows) and tokens.table is examples.table:
-            writer.write_table(tokens.table)  # a mapped split copied as it is (the cache stores a fresh preparation)
-            return
         for start in range(0, max(len(examples), 1), batch_rows):
             end = start + batch_rows
             writer.write(examples[start:end], None if tokens is None else tokens[start:end])
