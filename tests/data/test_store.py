@@ -78,6 +78,7 @@ def test_packing_reads_lengths_and_resolves_rows_at_collate_time(large_file, tin
         lazy = training_rows(data.train, packed=True, max_length=128, token_budget=budget, seed=0)
         plain = training_rows(listed, packed=True, max_length=128, token_budget=budget, seed=0)
         assert batch_shape(lazy, 4, packed=True) == batch_shape(plain, 4, packed=True)
+    assert batch_shape(data.train, 4, packed=False) == batch_shape(listed, 4, packed=False)  # unpacked, sized by rows
     unpacked = training_rows(data.train, packed=False, max_length=128, token_budget=512, seed=0)
     assert sum(len(b.rows) for b in unpacked) == len(data.train)
     assert all(r.source is data.train for b in unpacked for r in b.rows)

@@ -193,6 +193,11 @@ def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool) -
 
     if items and isinstance(items[0], TokenBatch):
         groups = [b.rows for b in items]
+    elif getattr(items, "lengths", None) is not None:  # unpacked examples of a mapped split: read only the longest
+        import numpy as np
+
+        longest = np.argsort(-np.asarray(items.lengths), kind="stable")[:per_device_batch_size]
+        groups = [[items[int(i)] for i in longest]] if len(items) else []
     else:  # rows taken per_device_batch_size at a time in random order: assume the longest ones meet
         by_length = sorted(items, key=row_length, reverse=True)
         groups = [by_length[:per_device_batch_size]] if items else []
