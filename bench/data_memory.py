@@ -7,7 +7,9 @@ process (so its peak RSS, ``resource.getrusage``, is its own), runs ``tuneforge.
 (``data.num_proc=1``, PII redaction, max_seq_length 256, the default 10% validation and 10% test
 splits, the embedded SmolLM2 tokenizer; ``--cache``:
 with the prepared-data cache, first run) and then ``tuneforge.train.args.loader_items``, the dataset the
-trainer iterates (packed rows, token-budget batches: the defaults). No training step runs. Printed per
+trainer iterates (packed rows, token-budget batches: the defaults). No training step runs unless
+``--train-steps N`` asks for a run of N steps on the same rows afterwards (``--model tiny``: the tiny
+random model, whose tokenizer then prepares the rows; its peak is printed too). Printed per
 row count: peak RSS after the tokenizer is loaded, after ``prepare``, after ``loader_items``, the RSS
 still held at the end (what training would start with), and the type of ``PreparedData.train``.
 RSS does not depend on the machine's load; the timings printed beside it do.
@@ -55,14 +57,25 @@ out.update(prepare_s=time.perf_counter() - start, prepare_mb=peak_mb(), train=le
 items = loader_items(data.train, cfg, seed=0)
 eval_items = loader_items(data.validation, cfg, seed=0)
 out.update(items=len(items), loader_mb=peak_mb(), held_mb=held_mb())
+if args["train_steps"]:  # then a whole run on the same rows: load, plan, train a few steps, save (no evaluation)
+    from tuneforge import finetune
+    del data, items, eval_items
+    run = cfg.model_copy(update={"out_dir": args["runs"], "eval": cfg.eval.model_copy(update={"enabled": False}),
+                                 "training": cfg.training.model_copy(update={"max_steps": args["train_steps"],
+                                                                             "precision": "fp32"})})
+    start = time.perf_counter()
+    finetune(run)
+    out.update(train_s=time.perf_counter() - start, train_mb=peak_mb())
 print(json.dumps(out))
 """
 
 
-def run_child(files: list[Path], *, model: str, cache: Path | None, src: Path = ROOT / "src") -> dict:
+def run_child(files: list[Path], *, model: str, cache: Path | None, src: Path = ROOT / "src", train_steps: int = 0,
+              runs: Path | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    args = {"model": model, "files": [str(f) for f in files], "cache": str(cache) if cache else ""}
+    args = {"model": model, "files": [str(f) for f in files], "cache": str(cache) if cache else "",
+            "train_steps": train_steps, "runs": str(runs)}
     out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
@@ -75,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--cache", action="store_true", help="prepare with the data cache (first run: writes it)")
     parser.add_argument("--rev", help="measure this git revision's code instead of the checkout's (e.g. the one before a change)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="then also train this many steps on the rows (use a small --model: 'tiny' builds the tiny random one)")
     args = parser.parse_args(argv)
 
     results = []
@@ -88,8 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                 archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.rev, "src/tuneforge"], capture_output=True, check=True)
                 subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
                 src = Path(tmp) / "src"
+            model = args.model
+            if model == "tiny":
+                model = str(Path(tmp) / "tiny")
+                subprocess.run([sys.executable, "-c", f"from tuneforge.models.tiny import save_tiny_model; save_tiny_model({model!r})"],
+                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True, capture_output=True)
             load = os.getloadavg()[0]
-            result = run_child(files, model=args.model, cache=Path(tmp) / "cache" if args.cache else None, src=src)
+            result = run_child(files, model=model, cache=Path(tmp) / "cache" if args.cache else None, src=src,
+                               train_steps=args.train_steps, runs=Path(tmp) / "runs")
             results.append((n, load, result))
             print(json.dumps({"rows": n, **result}), flush=True)
 
@@ -101,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     for n, load, r in results:
         print(f"| {n:,} | {r['train']:,} | {r['train_type']} | {r['tokenizer_mb']:.0f} MB | {r['prepare_mb']:.0f} MB "
               f"| {r['loader_mb']:.0f} MB | {r['held_mb']:.0f} MB | {r['prepare_s']:.0f} ({load:.1f}) |")
+    if args.train_steps:
+        print(f"then a run of {args.train_steps} training steps on the same rows (its own preparation, fp32, no evaluation):")
+        for n, _, r in results:
+            print(f"| {n:,} rows | peak RSS {r['train_mb']:.0f} MB | {r['train_s']:.0f} s |")
     return 0
 
 
