@@ -99,7 +99,7 @@ def test_token_batches_never_exceed_the_budget_and_keep_every_row(tiny_tokenizer
 
 
 def test_rows_are_sized_by_the_budget_not_max_seq_length():
-    from tuneforge.data.pack import row_length, training_rows
+    from tuneforge.data.pack import TokenBatch, row_length, training_rows
 
     items = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=600, seed=0)
     assert max(row_length(r) for b in items for r in b.rows) <= 600
@@ -109,7 +109,7 @@ def test_rows_are_sized_by_the_budget_not_max_seq_length():
     assert all(row_length(r) <= 200 or len(r) == 1 for r in rows) and max(len(b.rows) for b in items) >= 3
     # Sized by rows (per_device_batch_size set): the old behaviour, rows up to max_seq_length.
     rows = training_rows(_lengths(100), packed=True, max_length=4096, token_budget=None, seed=0)
-    assert isinstance(rows[0], list) and max(row_length(r) for r in rows) > 600
+    assert not isinstance(rows[0], TokenBatch) and max(row_length(r) for r in rows) > 600
 
 
 def test_an_example_longer_than_the_row_is_an_error_unless_alone_is_allowed():

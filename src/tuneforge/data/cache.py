@@ -16,7 +16,8 @@ hashes:
 Entries live in ``$TUNEFORGE_CACHE/data/<key>/`` (default ``~/.cache/tuneforge``; see :func:`cache_root`),
 folders 0700 and files 0600, written to a temporary folder and renamed into
 place, so a crashed run never leaves a half-written entry that a later run reads.
-Token ids and examples are Arrow IPC files (memory-mapped when read), the report JSON.
+Token ids and examples are Arrow IPC files (:mod:`tuneforge.data.store`; memory-mapped when read, and a large
+split is then read from the file one example at a time), the report JSON.
 
 The cache holds the data in plain text outside the run directory. Runs whose
 data must be encrypted at rest turn it off: :func:`cache_folder` returns None when
@@ -36,9 +37,9 @@ from typing import Any
 from tuneforge.config.schema import DataConfig
 from tuneforge.data.load import source_digest
 from tuneforge.data.report import DataReport, DropRecord, SourceStats
+from tuneforge.data.store import WRITE_BATCH_ROWS  # read at each write: tests set it lower (many batches a file)
 
-FORMAT_VERSION = 1
-WRITE_BATCH_ROWS = 8192
+FORMAT_VERSION = 2  # 2: split files carry a targets column (data/store.py)
 _NOT_IN_KEY = {"num_proc", "cache", "packing"}
 
 
@@ -129,10 +130,17 @@ def read_entry(root: Path, key: str) -> dict[str, Any] | None:
 
 
 def _read(folder: Path) -> dict[str, Any]:
+    from tuneforge.data.store import MEMORY_MAP_MIN_ROWS, ExampleRows, TokenRows, map_split
+
     meta = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     out: dict[str, Any] = {"format": meta["format"], "sources": meta["sources"], "report": _report_from_dict(meta["report"])}
     for part in ("train", "validation", "test"):
-        table = _read_table(folder / f"{part}.arrow")
+        table, mapping = map_split(folder / f"{part}.arrow")
+        if table.num_rows >= MEMORY_MAP_MIN_ROWS:  # large: read from the mapped file when used
+            out[f"{part}_examples"] = ExampleRows(table)
+            if part != "test":
+                out[part] = TokenRows(table, mapping)
+            continue
         if part != "test":
             out[part] = [{"input_ids": ids, "labels": labels}
                          for ids, labels in zip(table.column("input_ids").to_pylist(), table.column("labels").to_pylist())]
@@ -143,8 +151,16 @@ def _read(folder: Path) -> dict[str, Any]:
     return out
 
 
-def write_entry(root: Path, key: str, data: Any) -> Path:
-    """Store a :class:`~tuneforge.data.prepare.PreparedData` under ``root/key`` (atomically, private)."""
+def write_entry(root: Path, key: str, data: Any, written: Path | None = None) -> Path:
+    """Store a :class:`~tuneforge.data.prepare.PreparedData` under ``root/key`` (atomically, private).
+
+    Args:
+        written: A folder where preparation already wrote some splits as files (the large ones):
+            those are copied as bytes, not read back through their mapping (which would make
+            every page of them resident).
+    """
+    from tuneforge.data.store import write_split
+
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(root, 0o700)
     target = root / key
@@ -152,7 +168,11 @@ def write_entry(root: Path, key: str, data: Any) -> Path:
     try:
         tokens = {"train": data.train, "validation": data.validation, "test": None}
         for part, rows in tokens.items():
-            _write_table(tmp / f"{part}.arrow", getattr(data, f"{part}_examples"), rows)
+            made = written / f"{part}.arrow" if written is not None else None
+            if made is not None and made.is_file():
+                _copy_private(made, tmp / f"{part}.arrow")
+            else:
+                write_split(tmp / f"{part}.arrow", getattr(data, f"{part}_examples"), rows, batch_rows=WRITE_BATCH_ROWS)
         meta = {"format": data.format, "sources": data.sources, "report": data.report.to_dict()}
         _write_private(tmp / "report.json", json.dumps(meta, ensure_ascii=False).encode())
         try:
@@ -167,34 +187,10 @@ def write_entry(root: Path, key: str, data: Any) -> Path:
     return target
 
 
-def _write_table(path: Path, examples: list[dict], tokens: list[dict] | None) -> None:
-    """An Arrow IPC file written a batch at a time, so storing adds little to the memory the lists already take."""
-    import pyarrow as pa
-
-    fields = [pa.field("example", pa.large_string())]
-    weighted = bool(tokens) and "weight" in tokens[0]  # data.balance: loss_weights gives each row a weight
-    if tokens is not None:
-        fields += [pa.field("input_ids", pa.list_(pa.int32())), pa.field("labels", pa.list_(pa.int32()))]
-        if weighted:
-            fields.append(pa.field("weight", pa.float64()))
-    schema = pa.schema(fields)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, schema) as writer:
-        for start in range(0, max(len(examples), 1), WRITE_BATCH_ROWS):
-            end = start + WRITE_BATCH_ROWS
-            columns = [[json.dumps(e, ensure_ascii=False) for e in examples[start:end]]]
-            if tokens is not None:
-                columns += [[t["input_ids"] for t in tokens[start:end]], [t["labels"] for t in tokens[start:end]]]
-                if weighted:
-                    columns.append([t["weight"] for t in tokens[start:end]])
-            writer.write_batch(pa.record_batch(columns, schema=schema))
-
-
-def _read_table(path: Path) -> Any:
-    import pyarrow as pa
-
-    with pa.memory_map(str(path)) as source:
-        return pa.ipc.open_file(source).read_all()
+def _copy_private(source: Path, target: Path) -> None:
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _write_private(path: Path, content: bytes) -> None:

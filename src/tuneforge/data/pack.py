@@ -16,17 +16,54 @@ from __future__ import annotations
 
 import bisect
 import random
+from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from tuneforge.data.store import lengths_of
 from tuneforge.data.template import IGNORE_INDEX
 
 
+class Row(Sequence):
+    """A row of examples as indices into the training examples, resolved when the batch is collated.
+
+    It reads like the list of examples it stands for (``len``, indexing, iteration, ``==``), but holds
+    only the indices and the row's token count: the examples stay where they are (a list, or the
+    memory-mapped :class:`~tuneforge.data.store.TokenRows`) until a batch needs them.
+    """
+
+    __slots__ = ("source", "indices", "length")
+
+    def __init__(self, source: Sequence[dict], indices: Sequence[int], length: int):
+        self.source, self.indices, self.length = source, indices, length
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self.source[i] for i in self.indices[k]]
+        return self.source[self.indices[k]]
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self.source[i] for i in self.indices)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Row) and other.source is self.source:
+            return list(self.indices) == list(other.indices)
+        return isinstance(other, (Row, list)) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # compared by content, like the list it stands for
+
+    def __repr__(self) -> str:
+        return f"Row({list(self.indices)}, {self.length} tokens)"
+
+
 def pack_examples(
-    examples: list[dict], max_length: int, *, seed: int = 0, longer_alone: bool = False
-) -> list[list[dict]]:
+    examples: Sequence[dict], max_length: int, *, seed: int = 0, longer_alone: bool = False
+) -> list[Row]:
     """Group tokenized examples into rows of at most ``max_length`` tokens (best fit decreasing, seeded order).
 
     Best fit decreasing places the longest examples first, each into the row it
@@ -35,17 +72,18 @@ def pack_examples(
     kept in buckets by free space, with the distinct free sizes in a sorted list.
     The seed breaks ties between equal lengths and then shuffles the rows, so
     their order stays random (the token-budget batching and the sampler rely on
-    that, not on packing, for variety).
+    that, not on packing, for variety). Only the examples' lengths are read
+    (:func:`~tuneforge.data.store.lengths_of`): rows hold indices, not examples.
 
     Args:
-        examples: ``{"input_ids", "labels"}`` dicts.
+        examples: ``{"input_ids", "labels"}`` dicts (a list or a :class:`~tuneforge.data.store.TokenRows`).
         max_length: Token capacity of a row.
         seed: Order of equal-length examples and of the rows.
         longer_alone: An example longer than ``max_length`` gets a row of its own (when rows are
             sized by a token budget shorter than ``training.max_seq_length``); off: it is an error.
 
     Returns:
-        Rows, each a list of examples whose lengths sum to at most ``max_length`` (or one longer example).
+        :class:`Row` s, each standing for the examples whose lengths sum to at most ``max_length`` (or one longer example).
 
     Raises:
         ValueError: an example is longer than ``max_length`` and ``longer_alone`` is off.
@@ -53,9 +91,9 @@ def pack_examples(
     rng = random.Random(seed)
     order = list(range(len(examples)))
     rng.shuffle(order)
-    lengths = [len(ex["input_ids"]) for ex in examples]
+    lengths = [int(n) for n in lengths_of(examples)]
     order.sort(key=lambda i: -lengths[i])  # stable: equal lengths keep the seeded order
-    rows: list[list[dict]] = []
+    rows: list[list[int]] = []
     by_free: dict[int, list[int]] = {}  # free space -> rows with exactly that much room
     sizes: list[int] = []  # the keys of by_free, ascending
     for i in order:
@@ -63,7 +101,7 @@ def pack_examples(
         if n > max_length:
             if not longer_alone:
                 raise ValueError(f"example of {n} tokens does not fit a packed row of {max_length}")
-            rows.append([examples[i]])
+            rows.append([i])
             continue
         k = bisect.bisect_left(sizes, n)
         if k < len(sizes):  # the fullest row that still has room
@@ -71,10 +109,10 @@ def pack_examples(
             r = by_free[space].pop()
             if not by_free[space]:
                 del by_free[space], sizes[k]
-            rows[r].append(examples[i])
+            rows[r].append(i)
         else:
             space, r = max_length, len(rows)
-            rows.append([examples[i]])
+            rows.append([i])
         left = space - n
         if left > 0:
             if left not in by_free:
@@ -82,7 +120,12 @@ def pack_examples(
                 bisect.insort(sizes, left)
             by_free[left].append(r)
     rng.shuffle(rows)
-    return rows
+    return [Row(examples, array("l", row), sum(lengths[i] for i in row)) for row in rows]
+
+
+def single_rows(examples: Sequence[dict]) -> list[Row]:
+    """One :class:`Row` per example (unpacked rows grouped by a token budget), so batches hold indices too."""
+    return [Row(examples, array("l", (i,)), int(n)) for i, n in enumerate(lengths_of(examples))]
 
 
 def padding_waste(rows: list[Any], max_length: int) -> float:
@@ -100,9 +143,15 @@ class TokenBatch:
 
 
 def row_length(row: Any) -> int:
-    """Tokens in a row: a packed row (list of examples) or a single example."""
-    examples = row if isinstance(row, list) else [row]
-    return sum(len(ex["input_ids"]) for ex in examples)
+    """Tokens in a row: a :class:`Row`, a list of examples or a single example."""
+    if isinstance(row, Row):
+        return row.length
+    return sum(len(ex["input_ids"]) for ex in row_examples(row))
+
+
+def row_examples(row: Any) -> Sequence[dict]:
+    """The examples of a row: a :class:`Row` or list of examples, or a single example."""
+    return row if isinstance(row, (Row, list)) else [row]
 
 
 def token_batches(rows: list[Any], budget: int) -> list[TokenBatch]:
@@ -153,9 +202,10 @@ class Collator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: list[Any]) -> dict[str, torch.Tensor]:
-        rows = [r for item in rows for r in (item.rows if isinstance(item, TokenBatch) else [item])]
+        # Each row's examples are read once (from a memory-mapped file they are materialised here).
+        rows = [list(row_examples(r)) for item in rows for r in (item.rows if isinstance(item, TokenBatch) else [item])]
         seqs = [self._row(r) for r in rows]
-        weighted = any("weight" in ex for r in rows for ex in (r if isinstance(r, list) else [r]))
+        weighted = any("weight" in ex for r in rows for ex in r)
         longest = max(len(ids) for ids, _, _ in seqs)
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
@@ -182,13 +232,11 @@ class Collator:
         return out
 
     @staticmethod
-    def _weights(row: Any, longest: int) -> list[float]:
-        weights = [float(ex.get("weight", 1.0)) for ex in (row if isinstance(row, list) else [row])
-                   for _ in ex["input_ids"]]
+    def _weights(examples: list[dict], longest: int) -> list[float]:
+        weights = [float(ex.get("weight", 1.0)) for ex in examples for _ in ex["input_ids"]]
         return weights + [0.0] * (longest - len(weights))
 
-    def _row(self, row: Any) -> tuple[list[int], list[int], list[int]]:
-        examples = row if isinstance(row, list) else [row]
+    def _row(self, examples: list[dict]) -> tuple[list[int], list[int], list[int]]:
         ids: list[int] = []
         labels: list[int] = []
         pos: list[int] = []
@@ -202,7 +250,7 @@ class Collator:
 
 
 def training_rows(
-    examples: list[dict], *, packed: bool, max_length: int, token_budget: int | None, pack_length: int | None = None,
+    examples: Sequence[dict], *, packed: bool, max_length: int, token_budget: int | None, pack_length: int | None = None,
     seed: int = 0,
 ) -> list[Any]:
     """What the trainer's data loader iterates over: rows (``per_device_batch_size`` at a time), or
@@ -213,7 +261,7 @@ def training_rows(
     longer than the budget a batch of its own.
 
     Args:
-        examples: Tokenized examples.
+        examples: Tokenized examples (a list or a :class:`~tuneforge.data.store.TokenRows`).
         packed: Pack several examples per row.
         max_length: Row length when sized by rows (``training.max_seq_length``).
         token_budget: Tokens per batch (``training.token_budget``), or None to size by rows.
@@ -223,5 +271,5 @@ def training_rows(
     if token_budget is None:
         return pack_examples(examples, max_length, seed=seed) if packed else examples
     row = min(pack_length or token_budget, token_budget)
-    rows = pack_examples(examples, row, seed=seed, longer_alone=True) if packed else examples
+    rows = pack_examples(examples, row, seed=seed, longer_alone=True) if packed else single_rows(examples)
     return token_batches(rows, token_budget)

@@ -19,10 +19,11 @@ Order matters and is deliberate:
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tuneforge.config.schema import DataConfig, DatasetSource
 from tuneforge.data.cache import fingerprint, read_entry, write_entry
@@ -31,7 +32,10 @@ from tuneforge.data.clean import Dropped
 from tuneforge.data.load import location, stream_examples
 from tuneforge.data.report import DataReport
 from tuneforge.data.split import mix, split_indices
-from tuneforge.data.template import Encoded, describe_template
+from tuneforge.data.spool import Spool, indices
+from tuneforge.data import store
+from tuneforge.data.store import ExampleRows, TokenRows, map_split
+from tuneforge.data.template import describe_template
 from tuneforge.errors import DataError
 
 ROLES = ("test", "validation", "train")  # the order sources are read in (see the module docstring)
@@ -42,9 +46,12 @@ class PreparedData:
     """The output of :func:`prepare`.
 
     Attributes:
-        train: Tokenized training examples ``{"input_ids", "labels"}`` (not packed), mixed and shuffled.
+        train: Tokenized training examples ``{"input_ids", "labels"}`` (not packed), mixed and shuffled: a
+            list, or for a large split (:data:`~tuneforge.data.store.MEMORY_MAP_MIN_ROWS` rows or more) a
+            :class:`~tuneforge.data.store.TokenRows` read from a memory-mapped file (same items, plus ``lengths``).
         validation: Tokenized validation examples, same shape.
-        train_examples: The canonical cleaned examples behind ``train``, in the same order.
+        train_examples: The canonical cleaned examples behind ``train``, in the same order (a list, or
+            an :class:`~tuneforge.data.store.ExampleRows` over the same file).
         validation_examples: The canonical examples behind ``validation``.
         test_examples: Canonical held-out test examples (for generation-based evaluation).
         format: Detected format of the training data.
@@ -54,10 +61,10 @@ class PreparedData:
         reused: Read back from the cache instead of prepared.
     """
 
-    train: list[dict]
-    validation: list[dict]
-    train_examples: list[dict]
-    validation_examples: list[dict]
+    train: Sequence[dict]
+    validation: Sequence[dict]
+    train_examples: Sequence[dict]
+    validation_examples: Sequence[dict]
     test_examples: list[dict]
     format: str
     report: DataReport
@@ -66,12 +73,16 @@ class PreparedData:
     reused: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Row:
+    """A kept row while the splits are decided: its example and tokens wait in the :class:`Spool` at ``at``."""
+
     source: str
-    example: dict
     key: str
-    encoded: Encoded | None
+    at: int
+    length: int = 0
+    answer_tokens: int = 0
+    truncated: bool = False
     too_long: tuple[str, str] | None = None
     """``(where, why)`` for a row longer than max_seq_length, kept only in case it is a test row."""
 
@@ -105,16 +116,24 @@ def prepare(
         >>> data.report.write("runs/demo/data_report.json")
     """
     _check_distinct_paths(cfg)
-    if cache_dir is None:
-        return _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels)
-    entry_key = fingerprint(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, labels=labels)
-    entry = read_entry(cache_dir, entry_key)
-    if entry is not None:
-        entry["report"].redact_snippets = _redacted_kinds(cfg)
-        return PreparedData(**entry, cache_key=entry_key, reused=True)
-    data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels)
-    write_entry(cache_dir, entry_key, data)
-    data.cache_key = entry_key
+    entry_key = ""
+    if cache_dir is not None:
+        entry_key = fingerprint(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, labels=labels)
+        entry = read_entry(cache_dir, entry_key)
+        if entry is not None:
+            entry["report"].redact_snippets = _redacted_kinds(cfg)
+            return PreparedData(**entry, cache_key=entry_key, reused=True)
+    # Rows wait in a spool file while the splits are decided, and large splits are read from files
+    # mapped into memory (data/spool.py, data/store.py); the folder goes once they are mapped (POSIX keeps
+    # a mapped file until it is unmapped). A run that encrypts its files (``key``) must leave no plaintext
+    # of its data on disk, so it keeps every row in memory as before, and its memory grows with the rows.
+    with tempfile.TemporaryDirectory(prefix="tuneforge-prepare-") as tmp:  # 0700
+        folder = None if key is not None else Path(tmp)
+        data = _prepare(cfg, tokenizer, max_seq_length=max_seq_length, seed=seed, key=key, labels=labels,
+                        spool=Spool(folder), folder=folder)
+        if cache_dir is not None:
+            write_entry(cache_dir, entry_key, data, written=folder)  # copies the split files made in the folder
+            data.cache_key = entry_key
     return data
 
 
@@ -122,14 +141,15 @@ def _redacted_kinds(cfg: DataConfig) -> tuple[str, ...]:
     return tuple(cfg.clean.pii_types) if cfg.clean.redact_pii else ()
 
 
-def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, key: Any = None,
-             labels: list[str] | None = None) -> PreparedData:
+def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int, key: Any, labels: list[str] | None,
+             spool: Spool, folder: Path | None) -> PreparedData:
     report = DataReport(template=describe_template(tokenizer), redact_snippets=_redacted_kinds(cfg))
     seen: set[str] = set()
     work = Work(cfg.clean, tokenizer, max_seq_length)
     loaded: dict[str, list[tuple[DatasetSource, list[_Row]]]] = {}
     for role in ROLES:
-        loaded[role] = [(src, _load_source(src, role, cfg, work, report, seen, key)) for src in getattr(cfg, role)]
+        loaded[role] = [(src, _load_source(src, role, cfg, work, report, seen, spool, key)) for src in getattr(cfg, role)]
+    spool.close()
     pool = [row for _, rows in loaded["train"] for row in rows]
     if not pool:
         drops = Counter({reason: d.count for s in report.sources.values() for reason, d in s.drops.items()})
@@ -167,20 +187,38 @@ def _prepare(cfg: DataConfig, tokenizer: Any, *, max_seq_length: int, seed: int,
     train = _mix_and_cap(train_part, loaded["train"], cfg.max_examples, seed, report)
     weights = None
     if cfg.balance != "none":
-        train, weights = _balance(train, cfg.balance, labels, seed, report)
+        train, weights = _balance(train, cfg.balance, labels, seed, report, spool)
     report.format = _main_format(train, report)
     report.tokens = _token_stats(train)
     return PreparedData(
-        train=[row.encoded.as_dict() for row in train] if weights is None
-        else [{**row.encoded.as_dict(), "weight": w} for row, w in zip(train, weights)],
-        validation=[row.encoded.as_dict() for row in held_out["validation"]],
-        train_examples=[row.example for row in train],
-        validation_examples=[row.example for row in held_out["validation"]],
-        test_examples=[row.example for row in held_out["test"]],
+        **_split(spool, "train", indices(train), weights, folder),
+        **_split(spool, "validation", indices(held_out["validation"]), None, folder),
+        test_examples=_test_examples(spool, indices(held_out["test"]), folder),
         format=report.format,
         report=report,
         sources={path: stats.sha256 for path, stats in report.sources.items()},
     )
+
+
+def _split(spool: Spool, part: str, rows: Sequence[int], weights: list[float] | None, folder: Path | None) -> dict:
+    """``{part, part_examples}``: read from a mapped split file written in ``folder`` for a large split, else lists.
+
+    Lists of token ids cost ~36 bytes a token (a pointer and an int object), the file 4.
+    """
+    if folder is None or len(rows) < store.MEMORY_MAP_MIN_ROWS:
+        return {part: spool.tokens(rows, weights), f"{part}_examples": spool.examples(rows)}
+    path = folder / f"{part}.arrow"
+    spool.write(path, rows, weights)
+    table, mapping = map_split(path)
+    return {part: TokenRows(table, mapping), f"{part}_examples": ExampleRows(table)}
+
+
+def _test_examples(spool: Spool, rows: Sequence[int], folder: Path | None) -> Sequence[dict]:
+    """The test split's canonical examples: a list, or read from a mapped file when large (like :func:`_split`)."""
+    if folder is None or len(rows) < store.MEMORY_MAP_MIN_ROWS:
+        return spool.examples(rows)
+    spool.write(folder / "test.arrow", rows)
+    return ExampleRows(map_split(folder / "test.arrow")[0])
 
 
 def _check_distinct_paths(cfg: DataConfig) -> None:
@@ -194,7 +232,8 @@ def _check_distinct_paths(cfg: DataConfig) -> None:
 
 
 def _load_source(
-    src: DatasetSource, role: str, cfg: DataConfig, work: Work, report: DataReport, seen: set[str], key: Any = None,
+    src: DatasetSource, role: str, cfg: DataConfig, work: Work, report: DataReport, seen: set[str], spool: Spool,
+    key: Any = None,
 ) -> list[_Row]:
     """Load one source and clean, dedupe and fit its rows; every row left out is counted in the report.
 
@@ -231,7 +270,10 @@ def _load_source(
             stats.pii_redactions[kind] = stats.pii_redactions.get(kind, 0) + n
         stats.truncated += bool(encoded and encoded.truncated)
         # Test rows are evaluated by generation, from the canonical example; their tokens are not kept.
-        rows.append(_Row(src.path, row.example, row.exact_key, None if role == "test" else encoded, too_long))
+        tokens = None if role == "test" else encoded
+        rows.append(_Row(src.path, row.exact_key, spool.add(row.example, tokens), too_long=too_long,
+                         length=len(tokens.input_ids) if tokens else 0, answer_tokens=tokens.answer_tokens if tokens else 0,
+                         truncated=bool(tokens and tokens.truncated)))
     stats.rows_kept = len(rows)
     return rows
 
@@ -272,7 +314,7 @@ def _mix_and_cap(
 
 
 def _balance(
-    train: list[_Row], method: str, labels: list[str] | None, seed: int, report: DataReport
+    train: list[_Row], method: str, labels: list[str] | None, seed: int, report: DataReport, spool: Spool,
 ) -> tuple[list[_Row], list[float] | None]:
     """Oversample the training rows' minority labels, or weigh their loss (then also returned, one per row).
 
@@ -281,7 +323,7 @@ def _balance(
     from tuneforge.data.balance import detect_labels, label_counts, label_of, label_weights, oversample
     from tuneforge.data.template import reference
 
-    answers = [reference(row.example) if "messages" in row.example else "" for row in train]
+    answers = [reference(ex) if "messages" in ex else "" for ex in map(spool.example, (row.at for row in train))]
     found = labels or detect_labels(answers)
     if not found:
         raise DataError(
@@ -311,12 +353,12 @@ def _main_format(train: list[_Row], report: DataReport) -> str:
 
 
 def _token_stats(train: list[_Row]) -> dict[str, float]:
-    lengths = [len(row.encoded.input_ids) for row in train]
+    lengths = [row.length for row in train]
     return {
         "examples": len(train),
         "total_tokens": sum(lengths),
-        "answer_tokens": sum(row.encoded.answer_tokens for row in train),
+        "answer_tokens": sum(row.answer_tokens for row in train),
         "mean_length": sum(lengths) / len(lengths),
         "max_length": max(lengths),
-        "truncated": sum(row.encoded.truncated for row in train),
+        "truncated": sum(row.truncated for row in train),
     }

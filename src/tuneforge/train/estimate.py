@@ -182,15 +182,22 @@ def model_shape(model: Any) -> ModelShape:
 
 def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool) -> BatchShape:
     """The largest batch the data loader will build from ``items`` (rows, or :class:`TokenBatch` es)."""
-    from tuneforge.data.pack import row_length
+    from tuneforge.data.pack import Row, row_examples, row_length
 
     def labelled(row: Any) -> int:
-        examples = row if isinstance(row, list) else [row]
+        counted = getattr(row.source, "targets", None) if isinstance(row, Row) else None
+        if counted is not None:  # a memory-mapped split counted them when written: its labels stay unread
+            return int(sum(counted[i] for i in row.indices))
         # The first token of each example is never a target (see pack.Collator).
-        return sum(max(sum(1 for x in ex["labels"][1:] if x != IGNORE_INDEX), 0) for ex in examples)
+        return sum(max(sum(1 for x in ex["labels"][1:] if x != IGNORE_INDEX), 0) for ex in row_examples(row))
 
     if items and isinstance(items[0], TokenBatch):
         groups = [b.rows for b in items]
+    elif getattr(items, "lengths", None) is not None:  # unpacked examples of a mapped split: read only the longest
+        import numpy as np
+
+        longest = np.argsort(-np.asarray(items.lengths), kind="stable")[:per_device_batch_size]
+        groups = [[items[int(i)] for i in longest]] if len(items) else []
     else:  # rows taken per_device_batch_size at a time in random order: assume the longest ones meet
         by_length = sorted(items, key=row_length, reverse=True)
         groups = [by_length[:per_device_batch_size]] if items else []

@@ -45,6 +45,7 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
     """
     from tuneforge import data as data_stage
     from tuneforge.data.cache import cache_folder
+    from tuneforge.data.store import lengths_of
 
     prepared = data_stage.prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
                                   cache_dir=cache_folder(cfg), key=ctx.sealer.key, labels=cfg.eval.labels)
@@ -57,7 +58,7 @@ def prepare_data(ctx: RunContext, cfg: RunConfig, tokenizer: Any, console: Any) 
     if ctx.is_main:
         # The training split is not stored (it can be large); its token lengths are, for the dashboard's
         # histogram: one [length, count] pair per distinct length, so at most max_seq_length pairs.
-        lengths = Counter(len(row["input_ids"]) for row in prepared.train)
+        lengths = Counter(int(n) for n in lengths_of(prepared.train))  # offsets only: no example is read
         ctx.write_json("data/lengths.json", {"train": sorted(lengths.items())})
         console.print(prepared.report.table())
     return prepared
