@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
