@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores); data.num_proc=1, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
           f"cache {'on' if args.cache else 'off'}; code: {args.rev or 'this checkout'}")
-    print(f"| rows | kept (train) | PreparedData.train | peak RSS: tokenizer | + prepare | + loader_items | held at the end "
-          f"| prepare s (load avg) |")
+    print("| rows | kept (train) | PreparedData.train | peak RSS: tokenizer | + prepare | + loader_items | held at the end "
+          "| prepare s (load avg) |")
     print("|---|---|---|---|---|---|---|---|")
     for n, load, r in results:
         print(f"| {n:,} | {r['train']:,} | {r['train_type']} | {r['tokenizer_mb']:.0f} MB | {r['prepare_mb']:.0f} MB "
