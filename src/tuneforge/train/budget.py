@@ -180,17 +180,16 @@ class TimeBudgetCallback(TrainerCallback):
             control.should_save = args.save_strategy != "no"
 
     def on_evaluate(self, args, state, control, **kwargs):
-        now = self.clock()
-        first = self._eval_seconds is None
-        self._eval_seconds = now - self._mark
-        self._mark = now
-        if first and self._timed >= self.measure_steps and not control.should_training_stop:
-            self._replan_between_steps(args, state, control)
+        self._time_pause("_eval_seconds", args, state, control)
 
     def on_save(self, args, state, control, **kwargs):
+        self._time_pause("_save_seconds", args, state, control)
+
+    def _time_pause(self, attr: str, args, state, control) -> None:
+        """Record how long an evaluation or save (``attr``) took; the first one measured changes the plan."""
         now = self.clock()
-        first = self._save_seconds is None
-        self._save_seconds = now - self._mark
+        first = getattr(self, attr) is None
+        setattr(self, attr, now - self._mark)
         self._mark = now
         if first and self._timed >= self.measure_steps and not control.should_training_stop:
             self._replan_between_steps(args, state, control)
