@@ -34,10 +34,17 @@ def train_runs(args: argparse.Namespace) -> dict[str, Path]:
         teacher = Path(args.teacher)
     else:
         teacher = finetune(load_config(ROOT / "examples" / "quickstart.yaml", [*common, "name=teacher"])).run_dir
-    student = [*common, f"training.max_steps={args.steps}", f"distill.teacher={teacher.resolve()}"]
-    kd = finetune(load_config(ROOT / "examples" / "distill.yaml", [*student, "name=kd-student"])).run_dir
+    # Both students start from the same weights: SmolLM2's, or the teacher's own (its adapter merged) when
+    # --student-from-teacher; either way model.keep_layers prunes them to the same 15 layers.
+    start = [f"model.name_or_path={teacher.resolve()}"] if args.student_from_teacher else []
+    common = [*common, *start, f"training.max_steps={args.steps}"]
+    kd = finetune(load_config(ROOT / "examples" / "distill.yaml", [
+        *common, "name=kd-student", f"distill.teacher={teacher.resolve()}",
+        *([f"distill.alpha={args.alpha}"] if args.alpha is not None else []),
+        *([f"distill.temperature={args.temperature}"] if args.temperature is not None else []),
+    ])).run_dir
     sft = finetune(load_config(ROOT / "examples" / "distill.yaml", [
-        *common, f"training.max_steps={args.steps}", "name=sft-student", "training.objective=sft", "distill=null",
+        *common, "name=sft-student", "training.objective=sft", "distill=null",
     ])).run_dir
     return {"teacher": teacher, "kd_student": kd, "sft_student": sft}
 
@@ -59,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", help="a finished tuned run to use as the teacher (default: train the quickstart)")
     parser.add_argument("--steps", type=int, default=300, help="training steps of each student")
     parser.add_argument("--out-dir", default="runs/distill-proof")
+    parser.add_argument("--student-from-teacher", action="store_true",
+                        help="derive both students from the tuned teacher by depth pruning (its adapter merged) "
+                        "instead of pruning the base SmolLM2")
+    parser.add_argument("--alpha", type=float, default=None, help="KD weight (examples/distill.yaml's by default)")
+    parser.add_argument("--temperature", type=float, default=None, help="KD temperature (the example's by default)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
 
@@ -87,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     kd_vs_sft = paired_bootstrap(scored["sft_student"], scored["kd_student"], idx)
     kd_vs_teacher = paired_bootstrap(scored["teacher"], scored["kd_student"], idx)
     result = {
-        "test_examples": len(examples), "student_steps": args.steps, "runs": {k: str(v) for k, v in runs.items()},
+        "test_examples": len(examples), "student_steps": args.steps,
+        "student_start": "teacher (pruned)" if args.student_from_teacher else "base (pruned)", "runs": {k: str(v) for k, v in runs.items()},
         "layers": layers,
         "accuracy": {name: {"value": v.value, "ci95": single_bootstrap(v, idx)} for name, v in scored.items()},
         "kd_minus_sft": {"diff": kd_vs_sft.diff, "ci95": kd_vs_sft.diff_ci},

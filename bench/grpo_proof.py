@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="GRPO learning rate.")
     parser.add_argument("--model", default=None, help="Start SFT from this model instead of the quickstart's "
                         "(a tiny model folder checks the plumbing in minutes).")
+    parser.add_argument("--beta", type=float, default=0.04, help="GRPO's KL weight (0 skips the reference pass).")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help="The SFT run's test share (the quickstart's 0.15 by default): more test tickets, a "
+                        "narrower CI.")
     parser.add_argument("--eval-examples", type=int, default=None, help="Evaluate on at most this many test tickets.")
     args = parser.parse_args(argv)
 
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         # SFT's own evaluation is off: GRPO's compares SFT + GRPO with SFT alone on the same split.
         sft_cfg = load_config(QUICKSTART, ["name=sft", f"out_dir={out}", f"training.max_steps={args.sft_steps}",
-                                           "eval.enabled=false", *([f"model={args.model}"] if args.model else [])])
+                                           "eval.enabled=false", *([f"model={args.model}"] if args.model else []),
+                                           *([f"data.split.test={args.test_fraction}"] if args.test_fraction else [])])
         sft_dir = finetune(sft_cfg).run_dir
         print(f"SFT: {time.perf_counter() - started:.0f}s -> {sft_dir}")
 
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "objective": "grpo", "max_steps": args.grpo_steps, "learning_rate": args.learning_rate,
             "per_device_batch_size": 8, "max_seq_length": 256, "logging_steps": 1, "save_steps": 1000,
             "warmup_ratio": 0, "lr_scheduler": "constant", "precision": "auto",
-            "grpo": {"num_generations": 4, "max_completion_length": 8, "beta": 0.04, "temperature": 1.0,
+            "grpo": {"num_generations": 4, "max_completion_length": 8, "beta": args.beta, "temperature": 1.0,
                      "rewards": ["label_match"]},
         },
         "eval": {"labels": quick.eval.labels, "generation": {"batch_size": 32}, "forgetting": {"enabled": False},
