@@ -27,7 +27,7 @@ def plain(tiny_model_dir):
 @pytest.mark.parametrize(
     "requested, labels, kind, expected",
     [
-        (None, LABELS, "chat", ["loss", "perplexity", "accuracy", "macro_f1", "label_likelihood_accuracy",
+        (None, LABELS, "chat", ["loss", "perplexity", "accuracy", "macro_f1", "label_validity", "label_likelihood_accuracy",
                                 "label_likelihood_macro_f1", "exact_match"]),
         (None, None, "text", ["loss", "perplexity"]),
         (None, None, "chat", ["loss", "perplexity", "exact_match", "token_f1", "rouge"]),

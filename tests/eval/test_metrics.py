@@ -83,10 +83,12 @@ def test_macro_f1_with_unparseable_answer():
 
 def test_label_metrics_through_scoring():
     cfg = EvalConfig(labels=["a", "b"])
-    scored = score_outputs(["accuracy", "macro_f1"], ["A", "no idea", "b.", "a"], ["a", "a", "b", "b"], cfg)
+    scored = score_outputs(["accuracy", "macro_f1", "label_validity"], ["A", "no idea", "b.", "a"], ["a", "a", "b", "b"], cfg)
     assert scored.labels == ["a", None, "b", "a"]
     assert scored.unparseable == 1
-    assert scored.values() == pytest.approx({"accuracy": 0.5, "macro_f1": (0.5 + 2 / 3) / 2})
+    # label_validity: 3 of 4 answers name a label (right or wrong), per example 1, 0, 1, 1 for the bootstrap
+    assert scored.values() == pytest.approx({"accuracy": 0.5, "macro_f1": (0.5 + 2 / 3) / 2, "label_validity": 0.75})
+    assert scored.metrics["label_validity"].per_example.tolist() == [1.0, 0.0, 1.0, 1.0]
 
 
 def test_json_field_precision_recall_f1():

@@ -36,7 +36,7 @@ def test_run_lora_against_base(tuned, tiny_model_dir, tickets, general_text, tmp
 
     assert isinstance(result, EvalResult)
     assert result.baseline_name == "base" and result.examples == len(tickets)
-    assert list(result.metrics) == ["loss", "perplexity", "accuracy", "macro_f1", "label_likelihood_accuracy",
+    assert list(result.metrics) == ["loss", "perplexity", "accuracy", "macro_f1", "label_validity", "label_likelihood_accuracy",
                                     "label_likelihood_macro_f1", "exact_match"]
     for name in ("metrics.json", "predictions.jsonl", "report.md", "report.html", "metrics.png"):
         assert (tmp_path / "eval" / name).is_file(), name

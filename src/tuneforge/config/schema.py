@@ -456,7 +456,7 @@ class TrainingConfig(_Section):
 # --------------------------------------------------------------------------- eval
 
 MetricName = Literal[
-    "loss", "perplexity", "exact_match", "accuracy", "macro_f1", "token_f1",
+    "loss", "perplexity", "exact_match", "accuracy", "macro_f1", "label_validity", "token_f1",
     "rouge", "bleu", "chrf", "json_validity", "json_field_accuracy",
     "json_field_precision", "json_field_recall", "json_field_f1",
     "label_likelihood_accuracy", "label_likelihood_macro_f1",

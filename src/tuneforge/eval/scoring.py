@@ -23,8 +23,9 @@ from tuneforge.eval import metrics as m
 
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 LOSS_METRICS = ("loss", "perplexity")
-LABEL_METRICS = ("accuracy", "macro_f1")
-"""Over the label parsed from each generated answer."""
+LABEL_METRICS = ("accuracy", "macro_f1", "label_validity")
+"""Over the label parsed from each generated answer; ``label_validity`` is the share of answers that name
+one of the labels at all (1 - the share of answers outside the label set)."""
 LIKELIHOOD_METRICS = ("label_likelihood_accuracy", "label_likelihood_macro_f1")
 """Over the label the model gives the highest log-probability (no generation: see :mod:`tuneforge.eval.likelihood`)."""
 JSON_FIELD_METRICS = ("json_field_precision", "json_field_recall", "json_field_f1")
@@ -149,7 +150,10 @@ def score_outputs(
         elif name in LABEL_METRICS:
             if parsed is None:
                 parsed = [m.parse_label(p, cfg.labels, steps) for p in predictions]
-            out[name] = _label_metric(name, [UNPARSEABLE if p is None else index[p] for p in parsed], references, cfg)
+            if name == "label_validity":
+                out[name] = _mean(name, [p is not None for p in parsed])
+            else:
+                out[name] = _label_metric(name, [UNPARSEABLE if p is None else index[p] for p in parsed], references, cfg)
         elif name in LIKELIHOOD_METRICS:
             out[name] = _label_metric(name, likely, references, cfg)
         else:  # resolve_metrics rejects unknown names before this point
