@@ -1,6 +1,7 @@
 """Distillation proof on the tickets task: teacher vs KD student vs SFT student, side by side in one run.
 
-    .venv/bin/python bench/distill_proof.py [--teacher runs/quickstart] [--steps 300] [--out-dir runs/distill-proof]
+    .venv/bin/python bench/distill_proof.py [--teacher runs/quickstart | --teacher-steps N] [--steps 300]
+        [--student-from-teacher] [--test-fraction 0.15] [--alpha A] [--temperature T] [--out-dir runs/distill-proof]
 
 1. Teacher: a tuned full-depth SmolLM2 (``--teacher`` run, else ``examples/quickstart.yaml`` trained here).
 2. KD student: ``examples/distill.yaml``: SmolLM2 with 15 of its 30 layers (``model.keep_layers``),
@@ -29,11 +30,14 @@ def train_runs(args: argparse.Namespace) -> dict[str, Path]:
     """Train (or reuse, when finished with the same config) the teacher and both students."""
     from tuneforge import finetune, load_config
 
-    common = [f"out_dir={args.out_dir}", "eval.enabled=false"]
+    common = [f"out_dir={args.out_dir}", "eval.enabled=false",
+              *([f"data.split.test={args.test_fraction}"] if args.test_fraction else [])]
     if args.teacher:
         teacher = Path(args.teacher)
     else:
-        teacher = finetune(load_config(ROOT / "examples" / "quickstart.yaml", [*common, "name=teacher"])).run_dir
+        teacher = finetune(load_config(ROOT / "examples" / "quickstart.yaml", [
+            *common, "name=teacher", *([f"training.max_steps={args.teacher_steps}"] if args.teacher_steps else []),
+        ])).run_dir
     # Both students start from the same weights: SmolLM2's, or the teacher's own (its adapter merged) when
     # --student-from-teacher; either way model.keep_layers prunes them to the same 15 layers.
     start = [f"model.name_or_path={teacher.resolve()}"] if args.student_from_teacher else []
@@ -69,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student-from-teacher", action="store_true",
                         help="derive both students from the tuned teacher by depth pruning (its adapter merged) "
                         "instead of pruning the base SmolLM2")
+    parser.add_argument("--teacher-steps", type=int, default=None,
+                        help="steps of the teacher trained here (the quickstart's 140 by default)")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help="test share of all three runs' split (the quickstart's 0.15 by default; a teacher given "
+                        "with --teacher must have been trained with the same)")
     parser.add_argument("--alpha", type=float, default=None, help="KD weight (examples/distill.yaml's by default)")
     parser.add_argument("--temperature", type=float, default=None, help="KD temperature (the example's by default)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")

@@ -1,7 +1,7 @@
 """SFT then DPO vs SFT alone on the ticket task: accuracy on the SFT run's held-out tickets, paired bootstrap CI.
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 .venv/bin/python bench/dpo_proof.py [--sft-run RUN | --sft-steps 40]
-        [--loss apo_zero] [--steps 40] [--learning-rate 1e-4] [--out runs/dpo-proof]
+        [--loss apo_zero] [--pairs all|format|label] [--steps 40] [--learning-rate 1e-4] [--out runs/dpo-proof]
 
 1. SFT: ``examples/quickstart.yaml`` (``--sft-steps`` to shorten it), unless ``--sft-run`` names a
    finished SFT run.
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="DPO steps (4 pairs each).")
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="DPO learning rate.")
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta.")
+    parser.add_argument("--pairs", choices=("all", "format", "label"), default="all",
+                        help="Which bundled pairs: all; format (rejected = a sentence answer: answer with the label "
+                        "only); label (rejected = a wrong label).")
     parser.add_argument("--name", default=None, help="The DPO run's name (default dpo-<loss>).")
     args = parser.parse_args(argv)
 
@@ -87,14 +90,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- 2. pairs without the SFT run's test tickets
     pairs = pairs_without(test_rows)
+    if args.pairs != "all":
+        labels = set(load_config(DPO).eval.labels)
+        pairs = [p for p in pairs if (p["rejected"] in labels) == (args.pairs == "label")]
     out.mkdir(parents=True, exist_ok=True)
     pairs_file = out / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
-    print(f"pairs: {len(pairs)} of the bundled ones (those of the {len(test_rows)} SFT test tickets left out)")
+    print(f"pairs: {len(pairs)} of the bundled ones ({args.pairs}; those of the {len(test_rows)} SFT test tickets left out)")
 
     # --- 3. DPO from the SFT run
     losses = [name.strip() for name in args.loss.split(",") if name.strip()]
-    name = args.name or f"dpo-{'-'.join(losses)}"
+    name = args.name or f"dpo-{'-'.join(losses)}" + ("" if args.pairs == "all" else f"-{args.pairs}")
     started, cpu = time.perf_counter(), time.process_time()
     dpo_cfg = load_config(DPO, [
         f"name={name}", f"out_dir={out}", f"model={sft_dir}", f"data.train={pairs_file}",
@@ -106,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- 4. DPO vs its base (the SFT model) on the SFT run's test tickets
     labels = dpo_cfg.eval.labels
-    result = evaluate(dpo_dir, data=test_file, baseline="base", metrics=["accuracy", "macro_f1"], labels=labels,
+    result = evaluate(dpo_dir, data=test_file, baseline="base", metrics=["accuracy", "macro_f1", "label_validity"], labels=labels,
                       output=out / f"eval-tickets-{name}")
     extra, extra_cpu = time.perf_counter() - started, time.process_time() - cpu
     print(f"\nDPO ({', '.join(losses)}, {args.steps} steps, lr {args.learning_rate:g}); extra time in all "
           f"{extra:.0f}s wall, {extra_cpu:.0f}s CPU")
     print("| metric | SFT alone | SFT + DPO | Δ | 95% CI of Δ (paired bootstrap) |\n|---|---|---|---|---|")
-    for metric in ("accuracy", "macro_f1"):
+    for metric in ("accuracy", "macro_f1", "label_validity"):
         m = result.metrics.get(metric)
         if m is not None:
             print(f"| {metric} | {m.base:.3f} | {m.tuned:.3f} | {m.diff:+.3f} | "
