@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", choices=("all", "format", "label"), default="all",
                         help="Which bundled pairs: all; format (rejected = a sentence answer: answer with the label "
                         "only); label (rejected = a wrong label).")
+    parser.add_argument("--seed", type=int, default=None, help="training.seed of both stages (the examples' 42 by default).")
     parser.add_argument("--name", default=None, help="The DPO run's name (default dpo-<loss>).")
     args = parser.parse_args(argv)
 
@@ -76,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     from tuneforge.eval import evaluate
 
     out = Path(args.out).resolve()
+    seed = [f"training.seed={args.seed}"] if args.seed is not None else []
     # --- 1. SFT
     if args.sft_run:
         sft_dir = Path(args.sft_run).resolve()
     else:
         started = time.perf_counter()
         sft_cfg = load_config(QUICKSTART, ["name=sft", f"out_dir={out}", f"training.max_steps={args.sft_steps}",
-                                           "eval.enabled=false"])
+                                           "eval.enabled=false", *seed])
         sft_dir = finetune(sft_cfg).run_dir.resolve()
         print(f"SFT: {time.perf_counter() - started:.0f}s -> {sft_dir}")
     test_file = sft_dir / "data" / "test.jsonl"
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "data.split.validation=0", "data.split.test=0.1", f"training.max_steps={args.steps}",
         f"training.learning_rate={args.learning_rate}", f"training.dpo.beta={args.beta}",
         f"training.dpo.loss_type={json.dumps(losses)}", "training.save_strategy=no", "eval.forgetting.enabled=false",
+        *seed,
     ])
     dpo_dir = finetune(dpo_cfg).run_dir
 
