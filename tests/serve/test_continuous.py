@@ -24,7 +24,7 @@ def _served(tiny_model_dir, lora_dirs, batching):
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir, lora_dirs):
-    """The continuous-batching engine (static batching is the server's default)."""
+    """The continuous-batching engine (the server's default for this full-attention model, set here anyway)."""
     yield from _served(tiny_model_dir, lora_dirs, BatchingConfig(8, window_ms=20, continuous=True))
 
 
@@ -201,3 +201,28 @@ def test_close_finishes_running_rows_and_fails_waiting_ones(tiny_model_dir):
         return (await running.result())[0]
 
     assert asyncio.run(main()).completion_tokens == 40
+
+
+def test_continuous_is_the_default_only_for_models_whose_every_layer_has_full_attention(tiny_model_dir):
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, MistralConfig
+
+    from tuneforge.errors import ModelError
+    from tuneforge.serve.continuous import ContinuousBatcher
+    from tuneforge.serve.engine import _continuous
+
+    full = SimpleNamespace(config=LlamaConfig(num_hidden_layers=2))
+    sliding = SimpleNamespace(config=MistralConfig(num_hidden_layers=2, sliding_window=16))
+    assert _continuous(BatchingConfig(), full) is True
+    assert _continuous(BatchingConfig(), sliding) is False  # its cache cannot be merged row by row: static
+    assert _continuous(BatchingConfig(continuous=False), full) is False
+    assert _continuous(BatchingConfig(max_batch_size=1), full) is False  # batching off
+    with pytest.raises(ModelError, match="sliding-window layers.*--batching static"):
+        _continuous(BatchingConfig(continuous=True), sliding)  # refused at start, not per request
+    eng = load_engine(tiny_model_dir, name="t")
+    try:
+        assert isinstance(eng.batcher, ContinuousBatcher)
+    finally:
+        eng.close()
+

@@ -65,8 +65,9 @@ def serve(
     max_batch_size: Optional[int] = typer.Option(None, min=1, help="Rows generated together; 1 turns batching off."),
     batch_window_ms: Optional[float] = typer.Option(None, min=0, help="How long a request waits for others to join."),
     batching_mode: Optional[Batching] = typer.Option(
-        None, "--batching", help="static (default): a batch is one generate call that later requests wait for; "
-        "continuous: requests join the running batch at the next token.",
+        None, "--batching", help="continuous: requests join the running batch at the next token (the default for "
+        "models with full attention in every layer); static: a batch is one generate call that later requests "
+        "wait for (the default for models with sliding-window layers).",
     ),
     cors_origin: list[str] = typer.Option(
         [], "--cors-origin", help="Browser origin allowed to call the API (repeatable); none by default."

@@ -133,7 +133,7 @@ class Engine:
         batching = batching or BatchingConfig()
         self.batcher = (
             ContinuousBatcher(self._forward, self._tracker, batching, self.device)
-            if batching.continuous else Batcher(self._run_batch, batching)
+            if _continuous(batching, self.model) else Batcher(self._run_batch, batching)
         )
         self._static_cancelled_rows = 0
 
@@ -287,3 +287,29 @@ def load_engine(
     """
     loaded = load(target, dtype=dtype, trust_remote_code=trust_remote_code)
     return Engine(loaded, name=name or served_name(target), adapters=adapters, batching=batching, device=device)
+
+
+def full_attention(model: Any) -> bool:
+    """Whether every layer of ``model`` keeps a plain KV cache (no sliding window), as continuous batching needs."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # a config DynamicCache cannot read: do not guess
+        return False
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _continuous(batching: BatchingConfig, model: Any) -> bool:
+    """``batching.continuous``, with None resolved by the model; a forced True on a model it cannot serve is refused."""
+    if batching.continuous is False or batching.max_batch_size == 1:
+        return False
+    able = full_attention(model)
+    if batching.continuous and not able:
+        raise ModelError("continuous batching needs a model with full attention in every layer (this one has "
+                         "sliding-window layers); serve it with --batching static")
+    if not able:
+        log.info("static batching: the model has sliding-window layers, which continuous batching cannot merge")
+    return able
+
