@@ -50,7 +50,50 @@ def train_runs(args: argparse.Namespace) -> dict[str, Path]:
     sft = finetune(load_config(ROOT / "examples" / "distill.yaml", [
         *common, "name=sft-student", "training.objective=sft", "distill=null",
     ])).run_dir
-    return {"teacher": teacher, "kd_student": kd, "sft_student": sft}
+    runs = {"teacher": teacher, "kd_student": kd, "sft_student": sft}
+    if args.unlabelled:
+        # Sequence-level KD over more prompts than there are labels: the teacher answers the training
+        # split's tickets plus N new ones (make_tickets.py with another seed; none equal to a held-out ticket).
+        prompts = unlabelled_prompts(teacher, args.unlabelled, Path(args.out_dir))
+        runs["seq_kd_student"] = finetune(load_config(ROOT / "examples" / "distill.yaml", [
+            *common, f"name=seq-kd-student-{args.unlabelled}", f"distill.teacher={teacher.resolve()}",
+            "distill.mode=sequence", f"distill.prompts={prompts}", "distill.max_new_tokens=12",
+        ])).run_dir
+    return runs
+
+
+def unlabelled_prompts(teacher: Path, extra: int, out_dir: Path) -> Path:
+    """A prompts file: the tickets of the teacher's training split, then ``extra`` newly generated ones.
+
+    Held-out tickets (the teacher run's validation and test splits) and repeats are left out, compared
+    as the data cleaning keys them (case and whitespace folded).
+    """
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tickets", ROOT / "examples" / "data" / "make_tickets.py")
+    make_tickets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tickets)
+
+    def key(text: str) -> str:
+        return " ".join(text.casefold().split())
+
+    held_out = {key(json.loads(line)["messages"][0]["content"])
+                for split in ("validation", "test") for line in (teacher / "data" / f"{split}.jsonl").read_text().splitlines()}
+    labelled = [json.loads(line) for line in (ROOT / "examples" / "data" / "tickets.jsonl").read_text().splitlines()]
+    new = make_tickets.generate(seed=make_tickets.SEED + 1)
+    prompts, seen, added = [], set(held_out), 0
+    for i, row in enumerate(labelled + new):
+        text = f"{row['instruction']}\n\n{row['input']}"
+        if key(text) in seen or (i >= len(labelled) and added >= extra):
+            continue
+        seen.add(key(text))
+        added += i >= len(labelled)
+        prompts.append({"prompt": text})
+    path = out_dir / f"prompts-{extra}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    print(f"prompts: {len(prompts) - added} training tickets + {added} new ones -> {path}")
+    return path.resolve()
 
 
 def answer(run: Path, examples: list[dict], eval_cfg, max_new_tokens: int):
@@ -78,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-fraction", type=float, default=None,
                         help="test share of all three runs' split (the quickstart's 0.15 by default; a teacher given "
                         "with --teacher must have been trained with the same)")
+    parser.add_argument("--unlabelled", type=int, default=0,
+                        help="also train a sequence-KD student on the teacher's answers to the training tickets plus "
+                        "this many new, unlabelled ones")
     parser.add_argument("--alpha", type=float, default=None, help="KD weight (examples/distill.yaml's by default)")
     parser.add_argument("--temperature", type=float, default=None, help="KD temperature (the example's by default)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
@@ -119,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         "student_speedup": speed["kd_student"] / speed["teacher"],
     }
     result["goal_met"] = bool(kd_vs_sft.diff > 0 and (result["kd_share_of_teacher"] or 0) >= 0.9)
+    if "seq_kd_student" in scored:
+        seq = paired_bootstrap(scored["sft_student"], scored["seq_kd_student"], idx)
+        result["seq_kd_minus_sft"] = {"diff": seq.diff, "ci95": seq.diff_ci}
+        result["seq_kd_share_of_teacher"] = scored["seq_kd_student"].value / scored["teacher"].value
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.out_dir) / "distill_proof.json").write_text(json.dumps(result, indent=2))
 
@@ -130,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"KD - teacher {kd_vs_teacher.diff:+.3f}  95% CI [{kd_vs_teacher.diff_ci[0]:+.3f}, {kd_vs_teacher.diff_ci[1]:+.3f}]")
     print(f"KD keeps {100 * (result['kd_share_of_teacher'] or 0):.1f}% of the teacher's accuracy; "
           f"student generation speed-up x{result['student_speedup']:.2f}; goal met: {result['goal_met']}")
+    if "seq_kd_minus_sft" in result:
+        d = result["seq_kd_minus_sft"]
+        print(f"sequence KD ({args.unlabelled} unlabelled tickets) - SFT {d['diff']:+.3f}  95% CI [{d['ci95'][0]:+.3f}, "
+              f"{d['ci95'][1]:+.3f}]; keeps {100 * result['seq_kd_share_of_teacher']:.1f}% of the teacher's accuracy")
     return 0
 
 
