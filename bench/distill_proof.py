@@ -74,8 +74,10 @@ def unlabelled_prompts(teacher: Path, extra: int, out_dir: Path) -> Path:
     make_tickets = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_tickets)
 
+    from tuneforge.data.clean import dedupe_key
+
     def key(text: str) -> str:
-        return " ".join(text.casefold().split())
+        return dedupe_key({"text": text}, "normalized")  # the data cleaning's key: case and whitespace folded
 
     held_out = {key(json.loads(line)["messages"][0]["content"])
                 for split in ("validation", "test") for line in (teacher / "data" / f"{split}.jsonl").read_text().splitlines()}

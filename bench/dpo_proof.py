@@ -54,7 +54,10 @@ def pairs_without(test_rows: list[dict]) -> list[dict]:
 
 
 def _key(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    # The data cleaning's own dedupe key (case and whitespace folded), after the NFKC its cleaning applies.
+    from tuneforge.data.clean import dedupe_key
+
+    return dedupe_key({"text": unicodedata.normalize("NFKC", text)}, "normalized")
 
 
 def main(argv: list[str] | None = None) -> int:
