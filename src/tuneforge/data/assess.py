@@ -15,9 +15,10 @@ processes and yields the values back in order.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
-from array import array
 import os
+from array import array
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -25,7 +26,7 @@ from typing import Any, Iterable, Iterator
 
 from tuneforge.config.schema import CleanConfig
 from tuneforge.data.clean import Dropped, check_length, clean_example, dedupe_key, texts
-from tuneforge.data.template import Encoded, encode_example
+from tuneforge.data.template import IGNORE_INDEX, Encoded, encode_example
 from tuneforge.errors import DataError
 
 CHUNK_ROWS = 512
@@ -50,18 +51,30 @@ class Assessed:
     """What one row turned into, before deduplication.
 
     Exactly one of ``dropped`` (left out before deduplication: too long in characters, or
-    empty after cleaning) and ``example`` is set. ``encoded`` holds the tokens, or the
+    empty after cleaning) and ``example_json`` is set. ``encoded`` holds the tokens, or the
     ``Dropped`` reason tokenizing gave, or the :class:`DataError` the chat template raised
     (raised by the caller only if the row is not a duplicate, as the sequential path did).
+
+    The example travels as its JSON text (as the spool stores it) and the label counts come
+    counted: the worker does that work, not the one process that gathers every row (issue #9).
     """
 
     where: str
     dropped: Dropped | None = None
-    example: dict | None = None
+    example_json: str | None = None
     key: str | None = None
     exact_key: str = ""
     encoded: Encoded | Dropped | DataError | None = None
     redactions: dict[str, int] = field(default_factory=dict)
+    answer_tokens: int = 0
+    """Labelled tokens of ``encoded`` (0 unless it is an :class:`Encoded`)."""
+    targets: int = 0
+    """Of those, the ones the loss is computed on: all but a labelled first token (:func:`tuneforge.data.store.targets`)."""
+
+    @property
+    def example(self) -> dict | None:
+        """The cleaned canonical example (parsed from ``example_json``)."""
+        return None if self.example_json is None else json.loads(self.example_json)
 
 
 @dataclass(frozen=True)
@@ -88,13 +101,17 @@ def assess(example: dict, where: str, work: Work) -> Assessed:
         )
     except DataError as exc:
         encoded = exc
+    answer = targets = 0
     if isinstance(encoded, Encoded):
+        answer = encoded.answer_tokens
+        targets = answer - (bool(encoded.labels) and encoded.labels[0] != IGNORE_INDEX)
         # 4 bytes a token instead of a list's 8-byte pointer + 28-byte int: the kept rows wait in
         # memory until the split, and cross from the workers as one buffer each.
         encoded = Encoded(array("i", encoded.input_ids), array("i", encoded.labels), encoded.truncated)
     return Assessed(
-        where, example=example, key=dedupe_key(example, work.clean.dedupe), exact_key=dedupe_key(example, "exact"),
-        encoded=encoded, redactions=cleaned.redactions,
+        where, example_json=json.dumps(example, ensure_ascii=False), key=dedupe_key(example, work.clean.dedupe),
+        exact_key=dedupe_key(example, "exact"), encoded=encoded, redactions=cleaned.redactions,
+        answer_tokens=answer, targets=targets,
     )
 
 

@@ -271,9 +271,9 @@ def _load_source(
         stats.truncated += bool(encoded and encoded.truncated)
         # Test rows are evaluated by generation, from the canonical example; their tokens are not kept.
         tokens = None if role == "test" else encoded
-        rows.append(_Row(src.path, row.exact_key, spool.add(row.example, tokens), too_long=too_long,
-                         length=len(tokens.input_ids) if tokens else 0, answer_tokens=tokens.answer_tokens if tokens else 0,
-                         truncated=bool(tokens and tokens.truncated)))
+        at = spool.add(row.example_json, tokens, targets=row.targets)
+        rows.append(_Row(src.path, row.exact_key, at, too_long=too_long, length=len(tokens.input_ids) if tokens else 0,
+                         answer_tokens=row.answer_tokens if tokens else 0, truncated=bool(tokens and tokens.truncated)))
     stats.rows_kept = len(rows)
     return rows
 

@@ -40,17 +40,26 @@ class Spool:
         self._path = folder / "spool.arrow" if folder is not None else None
         self._examples: list[Any] = []  # all of them in memory; on disk, those waiting for the next batch
         self._tokens: list[Encoded | None] = []
+        self._targets: list[int | None] = []  # on disk: loss tokens counted by the workers, or None to count here
         self._written = 0
         self._writer: SplitWriter | None = None
         self._table: Any = None
         self._mapping: Any = None
 
-    def add(self, example: dict, encoded: Encoded | None) -> int:
-        """Keep a row (``encoded`` None: a test row, whose tokens are not kept); returns its index."""
+    def add(self, example: dict | str, encoded: Encoded | None, *, targets: int | None = None) -> int:
+        """Keep a row (``encoded`` None: a test row, whose tokens are not kept); returns its index.
+
+        Args:
+            example: The canonical example, or its JSON text (as a worker sends it, and as the file stores it).
+            targets: Its loss tokens (:func:`tuneforge.data.store.targets`) when already counted.
+        """
+        if self._path is None:
+            self._examples.append(json.loads(example) if isinstance(example, str) else example)
+            self._tokens.append(encoded)
+            return len(self._examples) - 1
         self._examples.append(example)
         self._tokens.append(encoded)
-        if self._path is None:
-            return len(self._examples) - 1
+        self._targets.append(targets)
         if len(self._examples) >= WRITE_BATCH_ROWS:
             self._flush()
         return self._written + len(self._examples) - 1
@@ -58,10 +67,11 @@ class Spool:
     def _flush(self) -> None:
         if self._writer is None:
             self._writer = SplitWriter(self._path)
-        self._writer.write(self._examples, [None if t is None else {"input_ids": t.input_ids, "labels": t.labels}
-                                            for t in self._tokens])
+        self._writer.write(self._examples, [
+            None if t is None else {"input_ids": t.input_ids, "labels": t.labels, **({"targets": n} if n is not None else {})}
+            for t, n in zip(self._tokens, self._targets)])
         self._written += len(self._examples)
-        self._examples, self._tokens = [], []
+        self._examples, self._tokens, self._targets = [], [], []
 
     def close(self) -> None:
         """No more rows: the spool file is completed and memory-mapped (on disk)."""

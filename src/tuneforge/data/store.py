@@ -74,7 +74,7 @@ class SplitWriter:
         if "input_ids" in names:
             rows = tokens if tokens is not None else [None] * len(examples)
             columns += [[None if t is None else t["input_ids"] for t in rows], [None if t is None else t["labels"] for t in rows],
-                        [None if t is None else t.get("targets", targets(t)) for t in rows]]
+                        [None if t is None else t["targets"] if "targets" in t else targets(t) for t in rows]]
         if "weight" in names:
             columns.append([t["weight"] for t in tokens])
         self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
