@@ -5,7 +5,8 @@ CPU run that does not fit swaps or is killed an hour in. The components are
 what a training step keeps alive at its peak (the end of the forward pass):
 
 - parameters: the weights (fp32), plus the bf16 copies autocast makes of every
-  matmul weight and keeps for backward;
+  matmul weight and keeps for backward (frozen weights held in bf16 by
+  ``training.frozen_weights`` take 2 bytes and need no copy);
 - optimizer: gradients and optimizer state of the trainable parameters;
 - activations: tensors saved for backward, per token and layer (MLP
   intermediates, attention q/k/v/output, norm inputs, adapter inputs), plus
@@ -64,6 +65,7 @@ class ModelShape:
     full: bool  # every weight trains (inputs of every linear layer are kept for the weight gradients)
     adapter_inputs: int = 0  # per layer: summed in_features of adapted modules (kept for the adapter's backward)
     adapter_rank: int = 0  # per layer: summed LoRA rank
+    frozen_matmul_parameters: int = 0  # frozen linear weights that training.frozen_weights may hold in bf16
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class TrainingPlan:
     steps_per_epoch: int
     seconds_per_epoch: float | None
     budget_steps: int | None = None  # steps that fit training.max_time, by this estimate
+    bf16_frozen: bool = False  # the frozen linear weights train in bf16 (training.frozen_weights)
 
     @property
     def fits(self) -> bool:
@@ -131,7 +134,8 @@ class TrainingPlan:
         """Human-readable summary (printed by `tuneforge validate` and before training)."""
         out = [f"estimated peak memory {_mib(self.memory.total)} (limit {_mib(self.memory_limit)}), largest batch "
                f"{self.batch.rows} x {self.batch.length} tokens, gradient checkpointing "
-               f"{'on (auto: the estimate without it exceeds the limit)' if self.auto_checkpointing else 'on' if self.gradient_checkpointing else 'off'}"]
+               f"{'on (auto: the estimate without it exceeds the limit)' if self.auto_checkpointing else 'on' if self.gradient_checkpointing else 'off'}"
+               f"{', frozen weights in bf16' if self.bf16_frozen else ''}"]
         out += [f"  {name:<32} {_mib(size):>10}" for name, size in self.memory.components().items()]
         if self.seconds_per_epoch is not None:
             out.append(f"estimated time per epoch {self.seconds_per_epoch / 60:.1f} min ({self.steps_per_epoch} steps) on this machine")
@@ -172,11 +176,14 @@ def model_shape(model: Any) -> ModelShape:
             adapter_inputs += module.in_features
             adapter_rank += sum(module.r.values())
     layers = c.num_hidden_layers
+    from tuneforge.train.frozen import frozen_linears
+
     return ModelShape(
         layers=layers, hidden=c.hidden_size, intermediate=c.intermediate_size, heads=heads,
         attention_width=heads * head_dim, vocab=c.vocab_size, parameters=parameters, trainable=trainable,
         matmul_parameters=matmul, full=trainable == parameters,
         adapter_inputs=adapter_inputs // max(layers, 1), adapter_rank=adapter_rank // max(layers, 1),
+        frozen_matmul_parameters=sum(m.weight.numel() for m in frozen_linears(model)),
     )
 
 
@@ -209,9 +216,15 @@ def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool) -
 
 
 def estimate_memory(
-    shape: ModelShape, batch: BatchShape, *, precision: str, gradient_checkpointing: bool, optimizer: str = "adamw_torch"
+    shape: ModelShape, batch: BatchShape, *, precision: str, gradient_checkpointing: bool, optimizer: str = "adamw_torch",
+    bf16_frozen: bool = False,
 ) -> MemoryEstimate:
-    """Peak memory of one training step in bytes (see the module docstring for the components)."""
+    """Peak memory of one training step in bytes (see the module docstring for the components).
+
+    Args:
+        bf16_frozen: The frozen linear weights are held in bf16 (``training.frozen_weights``): 2 bytes each
+            and no autocast copy.
+    """
     half = precision in ("bf16", "fp16")
     act = 2 if half else 4  # bytes of a matmul output under autocast
     h, layers, tokens = shape.hidden, shape.layers, batch.tokens
@@ -227,7 +240,8 @@ def estimate_memory(
     # SDPA converts the boolean mask to the query dtype in every layer and keeps that copy for backward.
     attention_mask = mask_copies * batch.rows * batch.length ** 2 * act + (batch.rows * batch.length ** 2 if batch.masked else 0)
     logits = batch.labelled * shape.vocab * 4 * 3  # logits, fp32 log-softmax, their gradient
-    parameters = shape.parameters * 4 + (shape.matmul_parameters * 2 if half else 0)
+    frozen = shape.frozen_matmul_parameters if bf16_frozen else 0
+    parameters = (shape.parameters - frozen) * 4 + frozen * 2 + ((shape.matmul_parameters - frozen) * 2 if half else 0)
     optimizer_bytes = shape.trainable * (4 + _OPTIMIZER_STATE_BYTES.get(optimizer, 8))
     return MemoryEstimate(parameters, optimizer_bytes, activations, workspace, attention_mask, logits)
 
@@ -293,7 +307,7 @@ def available_memory() -> int:
 
 def plan_training(
     shape: ModelShape, items: list[Any], training: Any, *, precision: str, packed: bool,
-    memory_limit: int | None = None, flops_per_second: float | None = None,
+    memory_limit: int | None = None, flops_per_second: float | None = None, bf16_frozen: bool = False,
 ) -> TrainingPlan:
     """Estimate memory and time for a run's batches, and resolve ``gradient_checkpointing: auto``.
 
@@ -305,6 +319,7 @@ def plan_training(
         packed: Rows are packed (they carry a block-diagonal mask).
         memory_limit: Bytes the run may use; default ``training.memory_limit_mb`` or :func:`available_memory`.
         flops_per_second: Matmul rate for the time estimate; None: no time estimate.
+        bf16_frozen: The frozen linear weights train in bf16 (:func:`tuneforge.train.frozen.use_bf16_frozen`).
 
     Returns:
         A :class:`TrainingPlan`; ``gradient_checkpointing`` is on when set, or when ``auto`` and the
@@ -313,12 +328,13 @@ def plan_training(
     batch = batch_shape(items, training.per_device_batch_size or 1, packed=packed)
     if memory_limit is None:
         memory_limit = training.memory_limit_mb * MIB if training.memory_limit_mb else available_memory()
-    without = estimate_memory(shape, batch, precision=precision, gradient_checkpointing=False, optimizer=training.optimizer)
+    without = estimate_memory(shape, batch, precision=precision, gradient_checkpointing=False, optimizer=training.optimizer,
+                              bf16_frozen=bf16_frozen)
     setting = training.gradient_checkpointing
     auto = setting == "auto" and without.total > memory_limit
     checkpointing = setting is True or auto
     memory = without if not checkpointing else estimate_memory(
-        shape, batch, precision=precision, gradient_checkpointing=True, optimizer=training.optimizer)
+        shape, batch, precision=precision, gradient_checkpointing=True, optimizer=training.optimizer, bf16_frozen=bf16_frozen)
     batches = len(items) if items and isinstance(items[0], TokenBatch) else -(-len(items) // (training.per_device_batch_size or 1))
     steps = max(batches // training.gradient_accumulation_steps, 1 if batches else 0)
     seconds = None
@@ -327,7 +343,7 @@ def plan_training(
         # Time scales with the real batches' tokens, not the largest batch's: scale by the token ratio.
         total_tokens = sum(_item_tokens(x) for x in items)
         seconds = flops / max(batch.tokens, 1) * total_tokens / (flops_per_second * _STEP_EFFICIENCY)
-    plan = TrainingPlan(batch, memory, memory_limit, checkpointing, auto, steps, seconds)
+    plan = TrainingPlan(batch, memory, memory_limit, checkpointing, auto, steps, seconds, bf16_frozen=bf16_frozen)
     if training.max_time is not None and plan.step_seconds:
         from tuneforge.train.budget import steps_that_fit
 
@@ -354,8 +370,10 @@ def check_run(cfg: Any, model: Any, items: list[Any], *, precision: str, packed:
     """Plan a run about to train: print the estimate (when ``console`` is given) and warn when it won't fit."""
     import logging
 
+    from tuneforge.train.frozen import use_bf16_frozen
+
     plan = plan_training(model_shape(model), items, cfg.training, precision=precision, packed=packed,
-                         flops_per_second=matmul_flops_per_second(precision))
+                         flops_per_second=matmul_flops_per_second(precision), bf16_frozen=use_bf16_frozen(cfg, precision))
     if console is not None:
         for line in plan.lines():
             console.print(f"[yellow]{line}[/]" if line.startswith("warning") else line, highlight=False)
@@ -389,5 +407,7 @@ def plan_config(cfg: Any, train_examples: list[dict]) -> TrainingPlan:
     t = cfg.training
     items = loader_items(train_examples, cfg, seed=t.seed)
     precision = resolve_precision(t.precision)
+    from tuneforge.train.frozen import use_bf16_frozen
+
     return plan_training(model_shape(model), items, t, precision=precision, packed=packing_enabled(cfg),
-                         flops_per_second=matmul_flops_per_second(precision))
+                         flops_per_second=matmul_flops_per_second(precision), bf16_frozen=use_bf16_frozen(cfg, precision))

@@ -45,6 +45,7 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
     from tuneforge.data.pack import Collator
     from tuneforge.train.args import loader_items, packing_enabled, resolve_precision, training_arguments
     from tuneforge.train.estimate import MIB, check_run
+    from tuneforge.train.frozen import bf16_frozen_weights
     from tuneforge.train.trainer import TuneforgeTrainer
 
     precision = resolve_precision(cfg.training.precision)
@@ -65,7 +66,7 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
         model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
         data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
         selective_head=cfg.method.name not in methods.PROMPT_LEARNING,
-        validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples),
+        validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples, autocast=plan.bf16_frozen),
         **(trainer_kwargs or {}),
     )
     meter = steps.attach_logging(ctx, trainer, console, extra=callbacks, step_seconds=plan.step_seconds,
@@ -75,7 +76,10 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
         from transformers import EarlyStoppingCallback
 
         trainer.add_callback(EarlyStoppingCallback(early.patience, early.threshold))
-    output, result = steps.train(ctx, trainer, meter)
+    # training.frozen_weights: the frozen base in bf16 while it trains; the exact fp32 weights are back
+    # before anything below saves, merges or evaluates.
+    with bf16_frozen_weights(model, plan.bf16_frozen):
+        output, result = steps.train(ctx, trainer, meter)
     train_seconds = time.perf_counter() - started
     if not ctx.is_main:
         return result
@@ -87,6 +91,7 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
         wall_seconds=train_seconds, precision=precision, packing=packing,
         trainable_parameters=trainable, total_parameters=total,
         estimated_peak_mb=round(plan.memory.total / MIB), gradient_checkpointing=plan.gradient_checkpointing,
+        frozen_weights="bf16" if plan.bf16_frozen else "fp32",
         **(manifest or {}),
     )
     console.print(
@@ -105,8 +110,12 @@ def _batches(items: list[Any], cfg: RunConfig) -> int:
     return -(-len(items) // (size or 1))
 
 
-def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict]) -> Any:
-    """Generation metrics on validation, when early stopping or the search watches one (not the loss)."""
+def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict], *, autocast: bool = False) -> Any:
+    """Generation metrics on validation, when early stopping or the search watches one (not the loss).
+
+    ``autocast``: the frozen weights are bf16 while training (``training.frozen_weights``), so generation runs
+    under the same bf16 autocast as the training step (the Trainer only wraps the model's own forward).
+    """
     watched = [cfg.training.early_stopping.metric if cfg.training.early_stopping else None,
                cfg.search.metric if cfg.search else None]
     metrics = sorted({m.removeprefix("eval_") for m in watched if m} - {"loss", "perplexity"})
@@ -114,4 +123,13 @@ def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict]) -> 
         return None
     from tuneforge.eval import score
 
-    return lambda model: score(model, tokenizer, examples, cfg.eval, metrics=metrics)
+    if not autocast:
+        return lambda model: score(model, tokenizer, examples, cfg.eval, metrics=metrics)
+
+    def scorer(model: Any) -> dict[str, float]:
+        import torch
+
+        with torch.autocast(model.device.type, dtype=torch.bfloat16):
+            return score(model, tokenizer, examples, cfg.eval, metrics=metrics)
+
+    return scorer
