@@ -220,6 +220,11 @@ def test_continuous_is_the_default_only_for_models_whose_every_layer_has_full_at
     assert _continuous(BatchingConfig(max_batch_size=1), full) is False  # batching off
     with pytest.raises(ModelError, match="sliding-window layers.*--batching static"):
         _continuous(BatchingConfig(continuous=True), sliding)  # refused at start, not per request
+    unreadable = SimpleNamespace(config=SimpleNamespace())  # no layer count: the reason says so, not "sliding-window"
+    assert _continuous(BatchingConfig(), unreadable) is False
+    with pytest.raises(ModelError, match="does not say how to build its KV cache") as info:
+        _continuous(BatchingConfig(continuous=True), unreadable)
+    assert "sliding" not in str(info.value)
     eng = load_engine(tiny_model_dir, name="t")
     try:
         assert isinstance(eng.batcher, ContinuousBatcher)

@@ -44,9 +44,16 @@ log = logging.getLogger("tuneforge.serve")
 Forward = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache | None], tuple[torch.Tensor, DynamicCache]]
 
 
+def plain_layers(cache: DynamicCache) -> bool:
+    """Whether every layer of ``cache`` is a plain full-attention layer, which rows can be merged into and cut from.
+
+    Sliding-window and quantized layers keep their own bookkeeping that concatenation would break.
+    """
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
 def _layers(cache: DynamicCache) -> list[DynamicLayer]:
-    # Sliding-window and quantized layers keep their own bookkeeping that concatenation would break.
-    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+    if not plain_layers(cache):  # checked at start from the config (engine.full_attention_problem); a cache can still differ
         raise ModelError("continuous batching needs a model with full attention in every layer; "
                          "serve it with --batching static")
     return cache.layers

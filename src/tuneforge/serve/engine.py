@@ -289,27 +289,28 @@ def load_engine(
     return Engine(loaded, name=name or served_name(target), adapters=adapters, batching=batching, device=device)
 
 
-def full_attention(model: Any) -> bool:
-    """Whether every layer of ``model`` keeps a plain KV cache (no sliding window), as continuous batching needs."""
+def full_attention_problem(model: Any) -> str | None:
+    """Why continuous batching cannot serve ``model`` (a layer without a plain KV cache), or None when it can."""
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
+
+    from tuneforge.serve.continuous import plain_layers
 
     try:
         cache = DynamicCache(config=model.config)
-    except Exception:  # a config DynamicCache cannot read: do not guess
-        return False
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
+    except Exception as exc:  # a config DynamicCache cannot read: do not guess
+        return f"its config does not say how to build its KV cache ({type(exc).__name__}: {exc})"
+    return None if plain_layers(cache) else "it has sliding-window layers, whose cache cannot be merged row by row"
 
 
 def _continuous(batching: BatchingConfig, model: Any) -> bool:
     """``batching.continuous``, with None resolved by the model; a forced True on a model it cannot serve is refused."""
     if batching.continuous is False or batching.max_batch_size == 1:
         return False
-    able = full_attention(model)
-    if batching.continuous and not able:
-        raise ModelError("continuous batching needs a model with full attention in every layer (this one has "
-                         "sliding-window layers); serve it with --batching static")
-    if not able:
-        log.info("static batching: the model has sliding-window layers, which continuous batching cannot merge")
-    return able
+    problem = full_attention_problem(model)
+    if batching.continuous and problem:
+        raise ModelError(f"continuous batching needs a model with full attention in every layer, and {problem}; "
+                         "serve it with --batching static")
+    if problem:
+        log.info("static batching: %s", problem)
+    return problem is None
 
