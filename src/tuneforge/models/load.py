@@ -23,7 +23,7 @@ import torch
 
 from tuneforge.config.schema import EMBEDDED_MODEL, ModelConfig
 from tuneforge.errors import ModelError, TuneforgeError
-from tuneforge.models.sealed import is_sealed, load_adapter, load_full
+from tuneforge.models.sealed import attach_adapter, is_sealed, load_full
 from tuneforge.rundir import RunDir
 from tuneforge.security.model_files import check_weight_files, refuse_custom_code, verify_pins, weight_files
 
@@ -311,18 +311,13 @@ def load(
 
 
 def _with_adapter(base_cfg: ModelConfig, adapter: Path, dtype: torch.dtype, merge: bool, run: RunDir | None) -> LoadedModel:
-    from peft import PeftModel
-
-    from tuneforge.methods.bottleneck import register
-
-    register()  # so PEFT can read an adapter_config.json naming our BOTTLENECK type
     check_weight_files(adapter, allow_pickle=base_cfg.allow_pickle)
     model, _, base_path = load_model(base_cfg, dtype=dtype)
     # The adapter folder carries the tokenizer as trained (chat template, stop token).
     tok_dir = adapter if (adapter / "tokenizer_config.json").is_file() else base_path
     tokenizer = load_tokenizer(tok_dir, trust_remote_code=base_cfg.trust_remote_code)
     try:
-        model = load_adapter(model, adapter) if is_sealed(adapter) else PeftModel.from_pretrained(model, str(adapter))
+        model = attach_adapter(model, adapter)
     except TuneforgeError:
         raise  # a missing or wrong key, or a modified file: the message says which
     except Exception as exc:

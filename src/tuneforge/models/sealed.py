@@ -91,13 +91,30 @@ def put_state(model: Any, state: dict[str, torch.Tensor], where: Path) -> Any:
     return model
 
 
-def load_adapter(model: Any, adapter: Path, adapter_name: str = "default", key: Any = None) -> Any:
-    """Put the (encrypted) adapter in ``adapter`` onto ``model``; returns the PEFT model."""
-    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
+def attach_adapter(model: Any, adapter: Path, adapter_name: str = "default") -> Any:
+    """Put the adapter folder ``adapter`` (plain, or an encrypted run's) onto ``model``; returns the PEFT model.
+
+    Every loader goes through here, so tuneforge's own PEFT type (bottleneck adapters) is registered
+    before PEFT reads an ``adapter_config.json`` that names it; registering lazily keeps
+    ``import tuneforge.methods`` from importing peft.
+    """
+    from peft import PeftModel
 
     from tuneforge.methods.bottleneck import register
 
-    register()  # so PEFT can read an adapter_config.json naming our BOTTLENECK type
+    register()
+    if is_sealed(adapter):
+        return load_adapter(model, adapter, adapter_name)
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(adapter), adapter_name=adapter_name)
+        return model
+    return PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter_name)
+
+
+def load_adapter(model: Any, adapter: Path, adapter_name: str = "default", key: Any = None) -> Any:
+    """Put the (encrypted) adapter in ``adapter`` onto ``model``; returns the PEFT model (see :func:`attach_adapter`)."""
+    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
+
     state = load_state(adapter / ADAPTER_WEIGHTS, key)  # first: a wrong key fails before anything changes
     config = PeftConfig.from_pretrained(str(adapter))
     config.inference_mode = True

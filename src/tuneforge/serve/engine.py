@@ -24,7 +24,7 @@ from transformers import DynamicCache
 from tuneforge.data.prompts import encode_prompt, stop_token_ids
 from tuneforge.errors import ModelError, TuneforgeError
 from tuneforge.models import ALIASES, LoadedModel, load, resolve
-from tuneforge.models.sealed import is_sealed, load_adapter
+from tuneforge.models.sealed import attach_adapter
 from tuneforge.security.model_files import check_weight_files
 from tuneforge.serve.batcher import Batcher, BatchingConfig, GenerationHandle, GenerationRequest
 from tuneforge.serve.continuous import ContinuousBatcher
@@ -95,9 +95,6 @@ class Engine:
     ):
         from peft import PeftModel
 
-        from tuneforge.methods.bottleneck import register
-
-        register()  # an extra adapter may be a bottleneck adapter (our PEFT type) over a LoRA or bare base
         self.tokenizer = loaded.tokenizer
         self.base_path = loaded.base_path
         model = loaded.model
@@ -111,13 +108,8 @@ class Engine:
             path = adapter_dir(target)
             check_weight_files(path)  # an extra adapter's pickle file is refused like the model's
             self._check_base(adapter_name, path)
-            try:
-                if is_sealed(path):  # an encrypted run's adapter: decrypted in memory
-                    model = load_adapter(model, path, adapter_name)
-                elif isinstance(model, PeftModel):
-                    model.load_adapter(str(path), adapter_name=adapter_name)
-                else:
-                    model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name)
+            try:  # an encrypted run's adapter is decrypted in memory; a bottleneck one may go over a LoRA or bare base
+                model = attach_adapter(model, path, adapter_name)
             except TuneforgeError:
                 raise  # a missing or wrong key, or a modified file: the message names it
             except Exception as exc:  # peft raises many kinds (shape mismatch, bad config)
