@@ -10,7 +10,7 @@ import torch
 from tuneforge import finetune, load_config
 from tuneforge.errors import ModelError
 from tuneforge.models import load, resolve
-from tuneforge.models.from_run import weights_digest
+from tuneforge.models.from_run import parent_record, weights_digest
 from tuneforge.rundir import RunDir
 
 
@@ -25,10 +25,19 @@ def _logits(model, tokenizer):
         return model(input_ids=ids).logits
 
 
-def test_a_second_run_trains_on_the_first_runs_merged_weights(run_config):
+def test_a_second_run_trains_on_the_first_runs_merged_weights(run_config, monkeypatch):
     first = finetune(load_config(run_config("first")))
     second_cfg = load_config(run_config("second", model=str(first.run_dir), training={"max_steps": 3}))
+    import tuneforge.models.from_run as from_run
+    import tuneforge.train.context as context
+
+    recorded = []
+    for module in (context, from_run):  # wherever a caller looks it up
+        monkeypatch.setattr(module, "parent_record", lambda ref: recorded.append(ref) or parent_record(ref))
     second = finetune(second_cfg)
+    # The parent (its weights hashed: a whole model folder after full fine-tuning) is recorded once, when the
+    # run starts; the manifest copies parent.json instead of hashing again.
+    assert recorded == [str(first.run_dir)]
 
     manifest = json.loads(RunDir(second.run_dir).manifest.read_text())
     parent = manifest["parent"]

@@ -28,15 +28,13 @@ def peak_rss_mb() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def build_manifest(cfg: Any, sources: dict[str, str], **numbers: Any) -> dict[str, Any]:
+def build_manifest(cfg: Any, sources: dict[str, str], *, parent: dict[str, Any] | None = None, **numbers: Any) -> dict[str, Any]:
     """Assemble manifest.json: versions, data SHA-256 per source, seed, and the run's numbers.
 
     A run that started from another run records it as ``parent`` (run, stage, weights SHA-256, and
-    that run's own parent): the lineage of a multi-stage run, readable from its last stage.
+    that run's own parent; :func:`tuneforge.models.from_run.parent_record`, taken when the run started):
+    the lineage of a multi-stage run, readable from its last stage.
     """
-    from tuneforge.models.from_run import parent_record
-
-    parent = parent_record(cfg.model.name_or_path)
     return {
         "name": cfg.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

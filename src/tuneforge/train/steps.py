@@ -8,6 +8,7 @@ file a step writes goes through the :class:`~tuneforge.train.context.RunContext`
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -200,9 +201,13 @@ def save_run(ctx: RunContext, cfg: RunConfig, trainer: Any, tokenizer: Any, outp
 
 def write_manifest(ctx: RunContext, cfg: RunConfig, sources: dict[str, str], **numbers: Any) -> dict[str, Any]:
     """Write ``manifest.json`` (versions, data hashes, seed and the run's numbers) and return it."""
+    from tuneforge.models.from_run import PARENT_FILE
     from tuneforge.train.manifest import build_manifest, peak_rss_mb
 
-    manifest = build_manifest(cfg, sources, peak_rss_mb=peak_rss_mb(), **numbers)
+    # The parent as recorded when the run started (checked unchanged on resume), not hashed a second time.
+    recorded = ctx.root / PARENT_FILE
+    parent = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else None
+    manifest = build_manifest(cfg, sources, parent=parent, peak_rss_mb=peak_rss_mb(), **numbers)
     ctx.write_json("manifest.json", manifest)
     return manifest
 
