@@ -126,3 +126,22 @@ def test_the_spool_on_disk_reads_back_what_the_one_in_memory_holds(tmp_path, mon
     written = TokenRows(open_split(tmp_path / "train.arrow"))
     assert list(written) == memory.tokens(rows, weights) and list(written.targets) == [9, 0, 9, 3]
     assert list(ExampleRows(written.table)) == memory.examples(rows)
+
+
+def test_a_mapped_split_reaches_a_dataloader_worker_started_by_spawn(large_file, tiny_tokenizer):
+    """macOS and Windows start DataLoader workers by spawn (Python 3.14 on Linux by forkserver), which pickles
+    the dataset: the file mapping stays behind and the rows travel by value."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    data = _prepare(large_file, tiny_tokenizer)
+    assert isinstance(data.train, TokenRows) and data.train._mapping is not None
+    copy = pickle.loads(pickle.dumps(data.train))
+    assert copy._mapping is None and list(copy) == list(data.train) and list(copy.lengths) == list(data.train.lengths)
+    rows = training_rows(data.train, packed=True, max_length=128, token_budget=512, seed=0)[:3]
+    collate = Collator(tiny_tokenizer.pad_token_id)
+    loader = DataLoader(rows, batch_size=1, collate_fn=collate, num_workers=1, multiprocessing_context="spawn")
+    for got, row in zip(loader, rows):
+        want = collate([row])
+        assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in want)

@@ -192,6 +192,12 @@ class TokenRows(_MappedRows):
         self.targets = table.column("targets").to_numpy()
         self.size = len(self.lengths)
 
+    def __getstate__(self) -> dict:
+        # A DataLoader worker started by spawn (macOS, Windows) receives the dataset pickled: pyarrow sends the
+        # table's data by value, and the file mapping, which cannot cross processes, stays behind (the worker
+        # then holds its copy in memory). Workers started by fork (Linux) share the mapping and pickle nothing.
+        return {**self.__dict__, "_mapping": None}
+
     def _read(self, index: int) -> dict:
         self._reads += 1
         if self._mapping is not None and self._reads % RELEASE_EVERY == 0:
