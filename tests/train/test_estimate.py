@@ -10,7 +10,7 @@ from tuneforge import finetune, load_config
 from tuneforge.config.schema import TrainingConfig
 from tuneforge.data.pack import Collator, training_rows
 from tuneforge.models import load
-from tuneforge.train.estimate import BatchShape, MIB, estimate_memory, model_shape, plan_training, step_flops
+from tuneforge.train.estimate import BatchShape, MIB, batch_shape, estimate_memory, model_shape, plan_training, step_flops
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,21 @@ def test_validate_plan_without_weights_matches_the_loaded_model(run_config):
     loaded = plan_training(model_shape(methods.apply(model, cfg.method)), loader_items(examples, cfg, seed=cfg.training.seed),
                            cfg.training, precision="fp32", packed=True, memory_limit=planned.memory_limit)
     assert planned.memory == loaded.memory  # the tiny model ties its embeddings: counted once in both
+
+
+def test_batches_are_padded_to_a_multiple_and_the_estimate_plans_the_padded_length(run_config, monkeypatch):
+    """training.pad_to_multiple_of (64 by default): few distinct shapes, so kernels and memory blocks are reused."""
+    from tuneforge.data import pack
+
+    rows = training_rows(_examples(6, 30) + _examples(2, 70), packed=True, max_length=128, token_budget=256, seed=0)
+    assert batch_shape(rows, 1, packed=True).length % 64 != 0
+    padded = batch_shape(rows, 1, packed=True, pad_to_multiple_of=64)
+    assert padded.length % 64 == 0 and padded.length >= batch_shape(rows, 1, packed=True).length
+
+    lengths = []
+    call = pack.Collator.__call__
+    monkeypatch.setattr(pack.Collator, "__call__", lambda self, items: lengths.append(
+        (out := call(self, items))["input_ids"].shape[1]) or out)
+    finetune(load_config(run_config("padded", training={"max_steps": 3})))
+    assert lengths and all(n % 64 == 0 for n in lengths)
+    assert TrainingConfig().pad_to_multiple_of == 64

@@ -375,6 +375,13 @@ class TrainingConfig(_Section):
         "max_seq_length: a batch holds about batch_tokens / pack_length rows. Shorter rows are faster (the "
         "block-diagonal attention mask is computed densely per row); an example longer than this gets a row alone.",
     )
+    pad_to_multiple_of: Int | None = Field(
+        64, gt=0,
+        description="Pad each batch's length up to a multiple of this many tokens. Fewer distinct batch shapes: CPU "
+        "matmul kernels (oneDNN) are built once per shape and kept, and the allocator reuses the same blocks, so "
+        "memory stays flat instead of creeping up step after step (SmolLM2 LoRA defaults, 39 steps: peak RSS "
+        "1.94 GB instead of 2.51 GB, no slower). null: pad to the longest row of each batch only.",
+    )
     gradient_accumulation_steps: Int = Field(1, gt=0, description="Forward passes per optimiser step.")
     warmup_ratio: Float | None = Field(0.03, ge=0, lt=1, description="Warm-up as a fraction of all steps.")
     warmup_steps: Int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")

@@ -187,8 +187,11 @@ def model_shape(model: Any) -> ModelShape:
     )
 
 
-def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool) -> BatchShape:
-    """The largest batch the data loader will build from ``items`` (rows, or :class:`TokenBatch` es)."""
+def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool, pad_to_multiple_of: int | None = None) -> BatchShape:
+    """The largest batch the data loader will build from ``items`` (rows, or :class:`TokenBatch` es).
+
+    ``pad_to_multiple_of``: the collator pads each batch's length up to a multiple of it (``training.pad_to_multiple_of``).
+    """
     from tuneforge.data.pack import Row, row_examples, row_length
 
     def labelled(row: Any) -> int:
@@ -210,9 +213,14 @@ def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool) -
         groups = [by_length[:per_device_batch_size]] if items else []
     if not groups:
         return BatchShape(0, 0, 0, masked=packed)
-    largest = max(groups, key=lambda g: len(g) * max(map(row_length, g)))
+    m = pad_to_multiple_of or 1
+
+    def padded(group: list[Any]) -> int:
+        return -(-max(map(row_length, group)) // m) * m
+
+    largest = max(groups, key=lambda g: len(g) * padded(g))
     most_labelled = max(sum(map(labelled, g)) for g in groups)
-    return BatchShape(len(largest), max(map(row_length, largest)), most_labelled, masked=packed or len(largest) > 1)
+    return BatchShape(len(largest), padded(largest), most_labelled, masked=packed or len(largest) > 1 or m > 1)
 
 
 def estimate_memory(
@@ -325,7 +333,7 @@ def plan_training(
         A :class:`TrainingPlan`; ``gradient_checkpointing`` is on when set, or when ``auto`` and the
         estimate without it exceeds the limit.
     """
-    batch = batch_shape(items, training.per_device_batch_size or 1, packed=packed)
+    batch = batch_shape(items, training.per_device_batch_size or 1, packed=packed, pad_to_multiple_of=training.pad_to_multiple_of)
     if memory_limit is None:
         memory_limit = training.memory_limit_mb * MIB if training.memory_limit_mb else available_memory()
     without = estimate_memory(shape, batch, precision=precision, gradient_checkpointing=False, optimizer=training.optimizer,

@@ -64,7 +64,8 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
                               gradient_checkpointing=plan.gradient_checkpointing)
     trainer = (trainer_class or TuneforgeTrainer)(
         model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows or None,
-        data_collator=Collator(tokenizer.pad_token_id, packed=packing), processing_class=tokenizer,
+        data_collator=Collator(tokenizer.pad_token_id, packed=packing, pad_to_multiple_of=cfg.training.pad_to_multiple_of),
+        processing_class=tokenizer,
         selective_head=cfg.method.name not in methods.PROMPT_LEARNING,
         validation_scorer=_validation_scorer(cfg, tokenizer, prepared.validation_examples, autocast=plan.bf16_frozen),
         **(trainer_kwargs or {}),
