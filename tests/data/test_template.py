@@ -170,3 +170,26 @@ def test_render_prompt_ends_with_generation_prompt(tiny_tokenizer):
     assert render_prompt(prompt_messages(CHAT), tiny_tokenizer).endswith(
         "<|im_start|>user\nAnd I cannot log in to my account.<|im_end|>\n<|im_start|>assistant\n"
     )
+
+
+def test_labels_from_the_rust_tokenizer_match_the_batch_encoding_path(tiny_tokenizer, monkeypatch):
+    """Preparation labels tokens from the Rust tokenizer's offsets directly; the same as through ``tokenizer(...)``."""
+    from tuneforge.data import template
+
+    examples = [CHAT, {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a b  c\n\nd"}]},
+                {"messages": [{"role": "user", "content": "ünïcode 😀 text"}, {"role": "assistant", "content": "😀 ok"},
+                              {"role": "user", "content": "again"}, {"role": "assistant", "content": "fine"}]}]
+    fast = [template._label_tokens(tiny_tokenizer, *render_conversation(ex["messages"], tiny_tokenizer), False) for ex in examples]
+    backend = tiny_tokenizer._tokenizer
+    backend.enable_truncation(max_length=10_000)  # a backend with state of its own: the BatchEncoding path instead
+    try:
+        slow = [template._label_tokens(tiny_tokenizer, *render_conversation(ex["messages"], tiny_tokenizer), False)
+                for ex in examples]
+    finally:
+        backend.no_truncation()
+    segments = [template._label_by_segments(tiny_tokenizer, *render_conversation(ex["messages"], tiny_tokenizer), False)
+                for ex in examples]
+    assert fast == slow == segments
+    assert all(any(label != IGNORE_INDEX for label in labels) for _, labels in fast)
+    assert template._label_tokens(tiny_tokenizer, "no answer here", [], False)[1] == [IGNORE_INDEX] * len(
+        tiny_tokenizer("no answer here", add_special_tokens=False)["input_ids"])
