@@ -86,6 +86,13 @@ def bf16_frozen_weights(model: Any, enabled: bool = True) -> Iterator[int]:
         for layer in layers:
             spool.write(layer.weight.data.detach().cpu().contiguous().numpy().tobytes())
             layer.weight.data = layer.weight.data.to(torch.bfloat16)
+        # Weights loaded from safetensors live in a mapping of the file while any tensor uses it, and every page
+        # read (the cast reads all) stays in the process's resident memory: the fp32 pages just replaced would
+        # still count. A private copy of the few tensors left (embeddings, norms) lets the mapping go.
+        held = {id(layer.weight) for layer in layers}
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.device.type == "cpu" and id(tensor) not in held:
+                tensor.data = tensor.data.clone()
         try:
             yield sum(layer.weight.numel() for layer in layers)
         finally:
