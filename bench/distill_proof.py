@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/distill_proof.py [--teacher runs/quickstart | --teacher-steps N] [--steps 300]
         [--student-from-teacher] [--test-fraction 0.15] [--alpha A] [--temperature T] [--out-dir runs/distill-proof]
+        [--unlabelled N] [--labelled N]
 
 1. Teacher: a tuned full-depth SmolLM2 (``--teacher`` run, else ``examples/quickstart.yaml`` trained here).
 2. KD student: ``examples/distill.yaml``: SmolLM2 with 15 of its 30 layers (``model.keep_layers``),
@@ -14,7 +15,7 @@ greedily, in one process. Accuracy (of the parsed label) with 95% paired bootstr
 speed-up over the teacher on the same prompts (new tokens per second, batch 32).
 
 Goal (issue #7): the KD student beats the SFT student, and keeps >= 90% of the teacher's accuracy.
-Printed as a table and written to ``OUT_DIR/distill_proof.json``.
+Printed as a table and written to ``OUT_DIR/distill_proof.json`` (``distill_proof-lN.json`` with ``--labelled N``).
 """
 
 from __future__ import annotations
@@ -42,16 +43,20 @@ def train_runs(args: argparse.Namespace) -> dict[str, Path]:
     # --student-from-teacher; either way model.keep_layers prunes them to the same 15 layers.
     start = [f"model.name_or_path={teacher.resolve()}"] if args.student_from_teacher else []
     common = [*common, *start, f"training.max_steps={args.steps}"]
+    # --labelled N: both students see only N labelled training rows (data.max_examples), the same N; the
+    # sequence-KD student below sees none of the labels, only the teacher's answers to the prompts.
+    few = [f"data.max_examples={args.labelled}"] if args.labelled else []
+    suffix = f"-l{args.labelled}" if args.labelled else ""
     kd = finetune(load_config(ROOT / "examples" / "distill.yaml", [
-        *common, "name=kd-student", f"distill.teacher={teacher.resolve()}",
+        *common, *few, f"name=kd-student{suffix}", f"distill.teacher={teacher.resolve()}",
         *([f"distill.alpha={args.alpha}"] if args.alpha is not None else []),
         *([f"distill.temperature={args.temperature}"] if args.temperature is not None else []),
     ])).run_dir
     sft = finetune(load_config(ROOT / "examples" / "distill.yaml", [
-        *common, "name=sft-student", "training.objective=sft", "distill=null",
+        *common, *few, f"name=sft-student{suffix}", "training.objective=sft", "distill=null",
     ])).run_dir
     runs = {"teacher": teacher, "kd_student": kd, "sft_student": sft}
-    if args.unlabelled:
+    if args.unlabelled is not None:
         # Sequence-level KD over more prompts than there are labels: the teacher answers the training
         # split's tickets plus N new ones (make_tickets.py with another seed; none equal to a held-out ticket).
         prompts = unlabelled_prompts(teacher, args.unlabelled, Path(args.out_dir))
@@ -123,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-fraction", type=float, default=None,
                         help="test share of all three runs' split (the quickstart's 0.15 by default; a teacher given "
                         "with --teacher must have been trained with the same)")
-    parser.add_argument("--unlabelled", type=int, default=0,
+    parser.add_argument("--unlabelled", type=int, default=None,
                         help="also train a sequence-KD student on the teacher's answers to the training tickets plus "
-                        "this many new, unlabelled ones")
+                        "this many new, unlabelled ones (0: the training tickets only)")
+    parser.add_argument("--labelled", type=int, default=None,
+                        help="train the KD and SFT students on only this many labelled training rows (data.max_examples), "
+                        "as when labels are scarce; the sequence-KD student (--unlabelled) uses the teacher's answers instead")
     parser.add_argument("--alpha", type=float, default=None, help="KD weight (examples/distill.yaml's by default)")
     parser.add_argument("--temperature", type=float, default=None, help="KD temperature (the example's by default)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     kd_vs_sft = paired_bootstrap(scored["sft_student"], scored["kd_student"], idx)
     kd_vs_teacher = paired_bootstrap(scored["teacher"], scored["kd_student"], idx)
     result = {
-        "test_examples": len(examples), "student_steps": args.steps,
+        "test_examples": len(examples), "student_steps": args.steps, "labelled_rows": args.labelled,
         "student_start": "teacher (pruned)" if args.student_from_teacher else "base (pruned)", "runs": {k: str(v) for k, v in runs.items()},
         "layers": layers,
         "accuracy": {name: {"value": v.value, "ci95": single_bootstrap(v, idx)} for name, v in scored.items()},
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         result["seq_kd_minus_sft"] = {"diff": seq.diff, "ci95": seq.diff_ci}
         result["seq_kd_share_of_teacher"] = scored["seq_kd_student"].value / scored["teacher"].value
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.out_dir) / "distill_proof.json").write_text(json.dumps(result, indent=2))
+    (Path(args.out_dir) / f"distill_proof{f'-l{args.labelled}' if args.labelled else ''}.json").write_text(json.dumps(result, indent=2))
 
     print(f"{'model':<12} {'layers':>6} {'accuracy':>9} {'95% CI':>17} {'tokens/s':>9}")
     for name, v in scored.items():

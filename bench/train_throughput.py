@@ -211,7 +211,10 @@ def _worker(*args: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=160, help="training examples seen by every variant")
-    parser.add_argument("--variants", default="all", help="'all' or 'main' (tutorial, TRL, tuneforge only)")
+    parser.add_argument("--variants", default="all",
+                        help="'all', 'main' (tutorial, TRL, tuneforge only) or 'memory' (the defaults as before "
+                        "training.frozen_weights and training.pad_to_multiple_of, with the first, and with both)")
+    parser.add_argument("--no-tutorial", action="store_true", help="skip the tutorial recipe (slow: it pads to 512)")
     parser.add_argument("--no-score", action="store_true", help="skip the test-set accuracy of each adapter")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -230,6 +233,8 @@ def main() -> int:
     print(f"training on {args.examples} examples, scoring on {sum(1 for _ in test.open())} test examples; work dir {work}; "
           f"matmul peak " + ", ".join(f"{p} {r / 1e9:.0f} GFLOP/s" for p, r in peaks.items()), file=sys.stderr)
     for kind, label in (("tutorial", "tutorial (Trainer, pad 512, fp32)"), ("trl", "TRL SFTTrainer (padding-free bfd packing)")):
+        if kind == "tutorial" and args.no_tutorial:
+            continue
         _worker(kind, str(train), str(work / kind))
         results[label] = {**json.loads((work / kind / "result.json").read_text()), "adapter": str(work / kind / "adapter")}
     variants = {"tuneforge (quickstart batches 2 x 256)": [],
@@ -238,6 +243,12 @@ def main() -> int:
     if args.variants == "all":
         variants.update({"tuneforge, packing off": ["data.packing=off"],
                          "tuneforge, fp32": ["training.precision=fp32"]})
+    if args.variants == "memory":
+        defaults = variants.pop("**tuneforge defaults** (token budget)")
+        variants.update({"tuneforge defaults as before (frozen base fp32, no pad multiple)": [
+                             *defaults, "training.frozen_weights=fp32", "training.pad_to_multiple_of=null"],
+                         "tuneforge defaults, no pad multiple": [*defaults, "training.pad_to_multiple_of=null"],
+                         "**tuneforge defaults**": defaults})
     for i, (label, overrides) in enumerate(variants.items()):
         results[label] = tuneforge_run(work, f"tf{i}", train, test, overrides)
     for label, r in results.items():
@@ -250,7 +261,8 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    tutorial, trl = list(results.values())[:2]
+    tutorial = results.get("tutorial (Trainer, pad 512, fp32)")
+    trl = results["TRL SFTTrainer (padding-free bfd packing)"]
     table = Table(title=f"LoRA r=16 q_proj/v_proj on SmolLM2-135M, {args.examples} examples, 1 epoch, this CPU")
     for col in ("variant", "real tok/s", "× tutorial", "× TRL", "peak RSS MiB", "× TRL", "% matmul peak", "final loss",
                 "test accuracy"):
@@ -258,7 +270,7 @@ def main() -> int:
     for label, r in results.items():
         tps = r["tokens_per_second"]
         utilisation = tps * 4 * n_linear / peaks[r["precision"]]
-        table.add_row(label, f"{tps:.0f}", f"{tps / tutorial['tokens_per_second']:.2f}",
+        table.add_row(label, f"{tps:.0f}", f"{tps / tutorial['tokens_per_second']:.2f}" if tutorial else "-",
                       f"{tps / trl['tokens_per_second']:.2f}", f"{r['peak_rss_mb']:.0f}",
                       f"{r['peak_rss_mb'] / trl['peak_rss_mb']:.2f}", f"{100 * utilisation:.1f} ({r['precision']})",
                       f"{r['final_loss']:.3f}", "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}")
