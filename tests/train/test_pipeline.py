@@ -194,9 +194,11 @@ def test_early_stopping_on_validation_loss(run_config):
     assert any("eval_loss" in l for l in RunDir(result.run_dir).metrics.read_text().splitlines())
 
 
-def test_early_stopping_on_a_generation_metric(run_config):
-    path = run_config(name="gen-metric",
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: the frozen base is bf16 while validation generates
+def test_early_stopping_on_a_generation_metric(run_config, precision):
+    path = run_config(name=f"gen-metric-{precision}",
                       training={"max_steps": 12, "eval_strategy": "steps", "eval_steps": 2, "save_steps": 2,
+                                "precision": precision, "frozen_weights": "auto" if precision == "fp32" else "bf16",
                                 "early_stopping": {"patience": 2, "metric": "exact_match"}},
                       eval={"enabled": False, "generation": {"max_new_tokens": 4, "batch_size": 8}})
     result = finetune(load_config(path))
@@ -206,6 +208,7 @@ def test_early_stopping_on_a_generation_metric(run_config):
     assert len(scored) >= 2 and all(0.0 <= v <= 1.0 for v in scored)
     state = json.loads((sorted(RunDir(result.run_dir).checkpoints.glob("checkpoint-*"))[-1] / "trainer_state.json").read_text())
     assert state["best_metric"] is not None and "eval_exact_match" in json.dumps(state["log_history"])
+    assert json.loads(RunDir(result.run_dir).manifest.read_text())["frozen_weights"] == precision
 
 
 def test_resume_after_sigkill_reaches_the_same_final_step(run_config):

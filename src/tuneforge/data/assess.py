@@ -26,7 +26,8 @@ from typing import Any, Iterable, Iterator
 
 from tuneforge.config.schema import CleanConfig
 from tuneforge.data.clean import Dropped, check_length, clean_example, dedupe_key, texts
-from tuneforge.data.template import IGNORE_INDEX, Encoded, encode_example
+from tuneforge.data.store import targets as loss_targets
+from tuneforge.data.template import Encoded, encode_example
 from tuneforge.errors import DataError
 
 CHUNK_ROWS = 512
@@ -103,8 +104,7 @@ def assess(example: dict, where: str, work: Work) -> Assessed:
         encoded = exc
     answer = targets = 0
     if isinstance(encoded, Encoded):
-        answer = encoded.answer_tokens
-        targets = answer - (bool(encoded.labels) and encoded.labels[0] != IGNORE_INDEX)
+        answer, targets = encoded.answer_tokens, loss_targets({"labels": encoded.labels})
         # 4 bytes a token instead of a list's 8-byte pointer + 28-byte int: the kept rows wait in
         # memory until the split, and cross from the workers as one buffer each.
         encoded = Encoded(array("i", encoded.input_ids), array("i", encoded.labels), encoded.truncated)

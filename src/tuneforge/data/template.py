@@ -179,9 +179,8 @@ def _label_tokens(tokenizer: Any, text: str, spans: list[tuple[int, int]], add_s
         except NotImplementedError:  # slow (Python) tokenizers have no offsets: tokenize span by span
             return _label_by_segments(tokenizer, text, spans, add_special)
         ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
-    labels = [IGNORE_INDEX] * len(ids)
     if not spans:
-        return ids, labels
+        return ids, [IGNORE_INDEX] * len(ids)
     import numpy as np
 
     # A token is an answer token when it is not empty and overlaps an answer span (spans are sorted, disjoint).
@@ -192,9 +191,7 @@ def _label_tokens(tokenizer: Any, text: str, spans: list[tuple[int, int]], add_s
     valid = k < len(spans)
     k = np.minimum(k, len(spans) - 1)
     inside = valid & (ends > span_starts[k]) & (starts < span_ends[k]) & (ends > starts)
-    for i in np.flatnonzero(inside).tolist():
-        labels[i] = ids[i]
-    return ids, labels
+    return ids, np.where(inside, np.asarray(ids, dtype=np.int64), IGNORE_INDEX).tolist()
 
 
 def _label_by_segments(tokenizer: Any, text: str, spans: list[tuple[int, int]], add_special: bool) -> tuple[list[int], list[int]]:

@@ -62,8 +62,9 @@ def use_bf16_frozen(cfg: RunConfig, precision: str) -> bool:
     problem = frozen_bf16_problem(cfg)
     if problem is None and precision != "bf16":
         problem = f"training.precision '{cfg.training.precision}' resolved to {precision} on this machine (no native bf16)"
-    if problem is None and _distributed_engine():
-        problem = f"{_distributed_engine()} flattens each unit's parameters into one dtype"
+    engine = _distributed_engine()
+    if problem is None and engine:
+        problem = f"{engine} flattens each unit's parameters into one dtype"
     if setting == "bf16":
         if problem:
             raise ConfigError(f"training.frozen_weights 'bf16': {problem}; set it to 'auto' or 'fp32'")

@@ -122,15 +122,14 @@ def _validation_scorer(cfg: RunConfig, tokenizer: Any, examples: list[dict], *, 
     metrics = sorted({m.removeprefix("eval_") for m in watched if m} - {"loss", "perplexity"})
     if not metrics or not examples:
         return None
+    import contextlib
+
+    import torch
+
     from tuneforge.eval import score
 
-    if not autocast:
-        return lambda model: score(model, tokenizer, examples, cfg.eval, metrics=metrics)
-
     def scorer(model: Any) -> dict[str, float]:
-        import torch
-
-        with torch.autocast(model.device.type, dtype=torch.bfloat16):
+        with torch.autocast(model.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
             return score(model, tokenizer, examples, cfg.eval, metrics=metrics)
 
     return scorer
