@@ -49,9 +49,16 @@ def shots(tmp_path):
 
 
 def wait_for(check, timeout=15.0, show=None):
+    """Poll ``check`` until it is truthy. The live pages re-render while a check reads them, so an
+    element found a moment ago may be gone: that read counts as "not yet", and the next poll finds the new one."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        try:
+            value = check()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
