@@ -145,3 +145,16 @@ def test_a_mapped_split_reaches_a_dataloader_worker_started_by_spawn(large_file,
     for got, row in zip(loader, rows):
         want = collate([row])
         assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in want)
+
+
+def test_targets_count_labelled_tokens_after_the_first_for_every_container():
+    from array import array
+
+    import numpy as np
+
+    from tuneforge.data.store import targets
+
+    for labels in ([], [-100], [5], [5, 6, -100, 7], [-100, -100, 3, 4], [-100, 1, -100, 2, -100]):
+        expected = sum(label != -100 for label in labels[1:])
+        for box in (list, lambda x: array("i", x), lambda x: np.asarray(x, dtype=np.int64)):
+            assert targets({"labels": box(labels)}) == expected

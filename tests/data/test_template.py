@@ -193,3 +193,94 @@ def test_labels_from_the_rust_tokenizer_match_the_batch_encoding_path(tiny_token
     assert all(any(label != IGNORE_INDEX for label in labels) for _, labels in fast)
     assert template._label_tokens(tiny_tokenizer, "no answer here", [], False)[1] == [IGNORE_INDEX] * len(
         tiny_tokenizer("no answer here", add_special_tokens=False)["input_ids"])
+
+
+CONVERSATIONS = [
+    CHAT["messages"],
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}],
+    [{"role": "user", "content": "{{ not jinja }} {% raw %} ünïcode 😀\n\n  spaced  "}, {"role": "assistant", "content": "a\r\nb"}],
+    [{"role": "system", "content": ""}, {"role": "user", "content": "only a question"}],
+]
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2", "bos_template", "dated"])
+def test_direct_render_is_exactly_apply_chat_template(which, tiny_tokenizer, smollm2_dir):
+    """Preparation renders plain string messages through the compiled template directly; same text, every prefix."""
+    from tuneforge.data import template
+
+    if which == "tiny":
+        tok = tiny_tokenizer
+    elif which == "smollm2":
+        tok = load_tokenizer(smollm2_dir)
+    elif which == "bos_template":
+        tok, _ = _custom_template_tokenizer()
+    else:  # templates may call strftime_now and read the special tokens the tokenizer passes them
+        tok = build_tiny_tokenizer()
+        tok.chat_template = ("{{ strftime_now('%Y') }}{{ eos_token }}{% for m in messages %}{{ m.role }}={{ m.content | trim }}"
+                             "{% if loop.last and add_generation_prompt %}>{% endif %};{% endfor %}")
+    assert template._direct(tok) is not None
+    for messages in CONVERSATIONS:
+        for n in range(1, len(messages) + 1):
+            for gen in (False, True):
+                expected = tok.apply_chat_template(messages[:n], add_generation_prompt=gen, tokenize=False)
+                assert template._render(tok, messages[:n], add_generation_prompt=gen) == expected
+
+
+def test_direct_render_leaves_other_messages_to_apply_chat_template(monkeypatch):
+    """Messages with other keys or values (a name, a None, content parts) and a changed template take the library's path."""
+    from tuneforge.data import template
+
+    tok = build_tiny_tokenizer()
+    tok.chat_template = "{% for m in messages %}{{ m.role }}{{ m.name or '' }}:{{ m.content }}|{% endfor %}"
+    calls = []
+    original = type(tok).apply_chat_template
+    monkeypatch.setattr(type(tok), "apply_chat_template", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
+    assert template._render(tok, [{"role": "user", "content": "hi"}]) == "user:hi|"
+    assert len(calls) == 6  # the probe, compared once while building the direct renderer
+    calls.clear()
+    assert template._render(tok, [{"role": "user", "content": "again"}]) == "user:again|" and calls == []
+    for odd in ([{"role": "user", "content": "hi", "name": "ann"}], [{"role": "user", "content": None}],
+                [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]):
+        template._render(tok, odd)
+    assert len(calls) == 3
+    assert template._render(tok, [{"role": "user", "content": "hi", "name": "ann"}]) == "userann:hi|"
+    tok.chat_template = "{% for m in messages %}[{{ m.content }}]{% endfor %}"  # a changed template is compiled again
+    assert template._render(tok, [{"role": "user", "content": "hi"}]) == "[hi]"
+
+
+def test_direct_render_is_off_when_it_would_differ(monkeypatch):
+    """If apply_chat_template renders the probe differently (another transformers), every render goes through it."""
+    from tuneforge.data import template
+
+    tok = build_tiny_tokenizer()
+    tok.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}{{ extra | default('') }}"
+    original = type(tok).apply_chat_template
+    monkeypatch.setattr(type(tok), "apply_chat_template", lambda self, *a, **k: original(self, *a, extra="!", **k))
+    assert template._direct(tok) is None
+    assert template._render(tok, [{"role": "user", "content": "hi"}]) == "hi!"
+
+
+def test_answer_labels_match_a_token_by_token_check():
+    """Bisection over offsets in text order gives what checking every token against every span gives."""
+    import random
+
+    from tuneforge.data.template import answer_labels
+
+    def brute(ids, offsets, spans):
+        return [i if e > s and any(e > a and s < b for a, b in spans) else IGNORE_INDEX for i, (s, e) in zip(ids, offsets)]
+
+    rng = random.Random(0)
+    for _ in range(500):
+        offsets, pos = [], 0
+        for _ in range(rng.randint(1, 40)):
+            width = rng.choice([0, 1, 1, 2, 3])  # empty tokens too (added tokens, byte pieces of one character)
+            start = pos if rng.random() < 0.9 else max(0, pos - 1)  # pieces of one character share offsets
+            offsets.append((start, start + width))
+            pos = start + width
+        ids = list(range(100, 100 + len(offsets)))
+        cuts = sorted(rng.sample(range(pos + 2), k=min(pos + 2, 2 * rng.randint(0, 3))))
+        spans = list(zip(cuts[::2], cuts[1::2]))
+        assert answer_labels(ids, offsets, spans) == brute(ids, offsets, spans)
+        shuffled = rng.sample(range(len(ids)), len(ids))  # out of order: the token-by-token path
+        ids2, offsets2 = [ids[k] for k in shuffled], [offsets[k] for k in shuffled]
+        assert answer_labels(ids2, offsets2, spans) == brute(ids2, offsets2, spans)

@@ -116,9 +116,12 @@ def targets(row: dict) -> int:
 
     Stored beside the tokens so that planning a run (the memory estimate) does not read every label.
     """
-    import numpy as np
-
-    return int(np.count_nonzero(np.asarray(row["labels"][1:], dtype=np.int64) != IGNORE_INDEX))
+    labels = row["labels"]
+    if not hasattr(labels, "count"):  # a numpy array; lists and array("i") count in C
+        labels = list(labels)
+    if not labels:
+        return 0
+    return len(labels) - labels.count(IGNORE_INDEX) - int(labels[0] != IGNORE_INDEX)
 
 
 def open_split(path: Path) -> Any:

@@ -22,6 +22,9 @@ Raw text examples are trained on every token (labels = input_ids, eos appended).
 
 from __future__ import annotations
 
+import bisect
+import operator
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -91,8 +94,63 @@ def _last_assistant(example: dict) -> int:
     raise DataError("the example has no assistant turn")
 
 
+class _DirectTemplate:
+    """``apply_chat_template(..., tokenize=False)`` for plain ``{"role", "content"}`` string messages, minus its overhead.
+
+    Written by hand because preparation renders every conversation twice (with and without the
+    answer), and transformers' ``apply_chat_template`` spends more time normalising its inputs
+    (message objects, ``None`` keys, media placeholders, reasoning-field aliases) than Jinja spends
+    rendering. For messages that are already dicts of exact strings with only ``role`` and ``content``,
+    that normalisation is the identity, so the template compiled by transformers (same sandbox, same
+    ``raise_exception`` and ``strftime_now``) is called directly with the arguments
+    ``apply_chat_template`` would pass it: the messages, ``tools=None``, ``documents=None``,
+    ``add_generation_prompt`` and the tokenizer's special tokens. Any other message goes through
+    ``apply_chat_template``. Built once per tokenizer and template, and only if it renders a probe
+    conversation exactly as ``apply_chat_template`` does (another transformers version that passes the
+    template something else turns it off).
+    """
+
+    def __init__(self, tokenizer: Any):
+        from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
+
+        self.source = tokenizer.chat_template
+        self.specials = _plain_template_data(dict(tokenizer.special_tokens_map))
+        self.compiled = _compile_jinja_template(tokenizer.get_chat_template())
+        probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u  x\n"}, {"role": "assistant", "content": _PROBE}]
+        self.ok = all(
+            self.render(probe[:n], add_generation_prompt=g) == tokenizer.apply_chat_template(probe[:n], add_generation_prompt=g, tokenize=False)
+            for n in (1, 2, 3) for g in (False, True)
+        )
+
+    def render(self, messages: list[dict], *, add_generation_prompt: bool) -> str:
+        chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return self.compiled.render(messages=chat, tools=None, documents=None, add_generation_prompt=add_generation_prompt, **self.specials)
+
+
+def _plain(messages: list[dict]) -> bool:
+    return all(type(m) is dict and m.keys() <= {"role", "content"} and type(m.get("role")) is str
+               and type(m.get("content")) is str for m in messages)
+
+
+_DIRECT: "weakref.WeakKeyDictionary[Any, _DirectTemplate]" = weakref.WeakKeyDictionary()
+
+
+def _direct(tokenizer: Any) -> _DirectTemplate | None:
+    found = _DIRECT.get(tokenizer)
+    if found is None or found.source != tokenizer.chat_template:
+        try:
+            found = _DirectTemplate(tokenizer)
+        except Exception:  # a template that cannot render the probe, or transformers without this helper
+            return None
+        _DIRECT[tokenizer] = found
+    return found if found.ok else None
+
+
 def _render(tokenizer: Any, messages: list[dict], *, add_generation_prompt: bool = False) -> str:
     try:
+        direct = _direct(tokenizer) if messages and _plain(messages) else None
+        if direct is not None:
+            return direct.render(messages, add_generation_prompt=add_generation_prompt)
         return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
     except Exception as exc:  # jinja raises TemplateError and templates call raise_exception() themselves
         raise DataError(f"the tokenizer's chat template cannot render this conversation: {exc}") from exc
@@ -179,19 +237,33 @@ def _label_tokens(tokenizer: Any, text: str, spans: list[tuple[int, int]], add_s
         except NotImplementedError:  # slow (Python) tokenizers have no offsets: tokenize span by span
             return _label_by_segments(tokenizer, text, spans, add_special)
         ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
-    if not spans:
-        return ids, [IGNORE_INDEX] * len(ids)
-    import numpy as np
+    return ids, answer_labels(ids, offsets, spans)
 
-    # A token is an answer token when it is not empty and overlaps an answer span (spans are sorted, disjoint).
-    bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    starts, ends = bounds[:, 0], bounds[:, 1]
-    span_starts, span_ends = np.asarray(spans, dtype=np.int64).T
-    k = np.searchsorted(span_ends, starts, side="right")  # the first span that ends after the token starts
-    valid = k < len(spans)
-    k = np.minimum(k, len(spans) - 1)
-    inside = valid & (ends > span_starts[k]) & (starts < span_ends[k]) & (ends > starts)
-    return ids, np.where(inside, np.asarray(ids, dtype=np.int64), IGNORE_INDEX).tolist()
+
+def answer_labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """Each token's id where it is not empty and overlaps an answer span (sorted, disjoint), else ``IGNORE_INDEX``.
+
+    Tokenizers give offsets in text order, so each span's tokens are one slice, found by bisection
+    (a row is tokenized once per preparation, and this runs for every row); offsets out of order
+    are checked token by token.
+    """
+    labels = [IGNORE_INDEX] * len(ids)
+    if not spans or not ids:
+        return labels
+    starts, ends = zip(*offsets)
+    if all(map(operator.le, starts, starts[1:])) and all(map(operator.le, ends, ends[1:])):
+        for span_start, span_end in spans:
+            # From the first token that ends after the span starts to the last that starts before it ends.
+            first, stop = bisect.bisect_right(ends, span_start), bisect.bisect_left(starts, span_end)
+            labels[first:stop] = ids[first:stop]
+            for k in range(first, stop):
+                if starts[k] == ends[k]:
+                    labels[k] = IGNORE_INDEX
+        return labels
+    for k, (start, end) in enumerate(offsets):
+        if end > start and any(end > a and start < b for a, b in spans):
+            labels[k] = ids[k]
+    return labels
 
 
 def _label_by_segments(tokenizer: Any, text: str, spans: list[tuple[int, int]], add_special: bool) -> tuple[list[int], list[int]]:
@@ -220,14 +292,14 @@ def encode_example(example: dict, tokenizer: Any, *, max_seq_length: int, too_lo
         text, spans = render_conversation(example["messages"], tokenizer)
         # A chat template writes its own BOS; the fallback relies on the tokenizer's.
         ids, labels = _label_tokens(tokenizer, text, spans, add_special=not has_chat_template(tokenizer))
-    if all(label == IGNORE_INDEX for label in labels):
+    if labels.count(IGNORE_INDEX) == len(labels):
         return Dropped("no_answer_tokens", "no token of the answer is trained on")
     if len(ids) <= max_seq_length:
         return Encoded(ids, labels)
     if too_long == "drop":
         return Dropped("too_long", f"{len(ids)} tokens > max_seq_length {max_seq_length}")
     ids, labels = ids[:max_seq_length], labels[:max_seq_length]
-    if all(label == IGNORE_INDEX for label in labels):
+    if labels.count(IGNORE_INDEX) == len(labels):
         return Dropped("too_long", f"no answer token left after truncating {len(ids)}+ tokens to {max_seq_length}")
     return Encoded(ids, labels, truncated=True)
 
