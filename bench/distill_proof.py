@@ -1,7 +1,7 @@
 """Distillation proof on the tickets task: teacher vs KD student vs SFT student, side by side in one run.
 
     .venv/bin/python bench/distill_proof.py [--teacher runs/quickstart | --teacher-steps N] [--steps 300]
-        [--student-from-teacher] [--test-fraction 0.15] [--alpha A] [--temperature T] [--out-dir runs/distill-proof]
+        [--student-from-teacher] [--test-fraction 0.15] [--alpha A] [--temperature T] [--positions all] [--out-dir runs/distill-proof]
         [--unlabelled N] [--labelled N]
 
 1. Teacher: a tuned full-depth SmolLM2 (``--teacher`` run, else ``examples/quickstart.yaml`` trained here).
@@ -15,7 +15,8 @@ greedily, in one process. Accuracy (of the parsed label) with 95% paired bootstr
 speed-up over the teacher on the same prompts (new tokens per second, batch 32).
 
 Goal (issue #7): the KD student beats the SFT student, and keeps >= 90% of the teacher's accuracy.
-Printed as a table and written to ``OUT_DIR/distill_proof.json`` (``distill_proof-lN.json`` with ``--labelled N``).
+Printed as a table and written to ``OUT_DIR/distill_proof.json`` (``distill_proof-lN.json`` with ``--labelled N``,
+``-a``/``-t``/``-p`` suffixes with ``--alpha``, ``--temperature``, ``--positions``: the KD student's run name).
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ def train_runs(args: argparse.Namespace) -> dict[str, Path]:
     # sequence-KD student below sees none of the labels, only the teacher's answers to the prompts.
     few = [f"data.max_examples={args.labelled}"] if args.labelled else []
     suffix = f"-l{args.labelled}" if args.labelled else ""
+    # Another alpha or temperature is another run (a run directory refuses a changed config).
+    knobs = "".join(f"-{k[0]}{v}" for k, v in (("alpha", args.alpha), ("temperature", args.temperature),
+                                               ("positions", args.positions)) if v is not None)
     kd = finetune(load_config(ROOT / "examples" / "distill.yaml", [
-        *common, *few, f"name=kd-student{suffix}", f"distill.teacher={teacher.resolve()}",
+        *common, *few, f"name=kd-student{suffix}{knobs}", f"distill.teacher={teacher.resolve()}",
         *([f"distill.alpha={args.alpha}"] if args.alpha is not None else []),
         *([f"distill.temperature={args.temperature}"] if args.temperature is not None else []),
+        *([f"distill.positions={args.positions}"] if args.positions is not None else []),
     ])).run_dir
     sft = finetune(load_config(ROOT / "examples" / "distill.yaml", [
         *common, *few, f"name=sft-student{suffix}", "training.objective=sft", "distill=null",
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                         "as when labels are scarce; the sequence-KD student (--unlabelled) uses the teacher's answers instead")
     parser.add_argument("--alpha", type=float, default=None, help="KD weight (examples/distill.yaml's by default)")
     parser.add_argument("--temperature", type=float, default=None, help="KD temperature (the example's by default)")
+    parser.add_argument("--positions", choices=["answers", "all"], default=None,
+                        help="where the KL is taken (distill.positions; the example's by default: answers)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
 
@@ -180,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         result["seq_kd_minus_sft"] = {"diff": seq.diff, "ci95": seq.diff_ci}
         result["seq_kd_share_of_teacher"] = scored["seq_kd_student"].value / scored["teacher"].value
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.out_dir) / f"distill_proof{f'-l{args.labelled}' if args.labelled else ''}.json").write_text(json.dumps(result, indent=2))
+    (Path(args.out_dir) / f"distill_proof{runs['kd_student'].name.removeprefix('kd-student')}.json").write_text(json.dumps(result, indent=2))
 
     print(f"{'model':<12} {'layers':>6} {'accuracy':>9} {'95% CI':>17} {'tokens/s':>9}")
     for name, v in scored.items():

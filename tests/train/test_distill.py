@@ -39,8 +39,8 @@ def distill_config(run_config, name, teacher, **distill):
     return path
 
 
-def mean_kl_to_teacher(student_dir, teacher_dir, examples) -> float:
-    """Mean per-token KL(teacher || student) at T=1 on the answer tokens of ``examples``."""
+def mean_kl_to_teacher(student_dir, teacher_dir, examples, *, prompts: bool = False) -> float:
+    """Mean per-token KL(teacher || student) at T=1 on the answer tokens of ``examples`` (every token with ``prompts``)."""
     from tuneforge.data.template import encode_example
     from tuneforge.distill.logit import kd_loss_sum
     from tuneforge.train.trainer import answer_logits
@@ -51,7 +51,7 @@ def mean_kl_to_teacher(student_dir, teacher_dir, examples) -> float:
     with torch.no_grad():
         for ex in examples:
             enc = encode_example(ex, tok, max_seq_length=128)
-            ids, labels = torch.tensor([enc.input_ids]), torch.tensor([enc.labels])
+            ids, labels = torch.tensor([enc.input_ids]), torch.tensor([enc.input_ids if prompts else enc.labels])
             s, targets, _ = answer_logits(student, {"input_ids": ids}, labels)
             t, _, _ = answer_logits(teacher, {"input_ids": ids}, labels)
             total += float(kd_loss_sum(s, t, 1.0))
@@ -76,6 +76,30 @@ def test_logit_kd_lowers_the_kl_to_the_teacher_more_than_sft(run_config, teacher
     assert all("distill_ce" in r for r in train)
     manifest = json.loads((kd.run_dir / "manifest.json").read_text())
     assert manifest["objective"] == "distill" and manifest["distill"]["mode"] == "logit"
+
+
+def test_kd_on_every_position_pulls_the_prompt_tokens_towards_the_teacher_too(run_config, teacher_dir):
+    answers = finetune(distill_config(run_config, "kd-answers", teacher_dir, alpha=0.9))
+    everywhere = finetune(distill_config(run_config, "kd-all", teacher_dir, alpha=0.9, positions="all"))
+    held_out = [json.loads(line) for line in (everywhere.run_dir / "data" / "test.jsonl").read_text().splitlines()]
+    assert (mean_kl_to_teacher(everywhere.run_dir, teacher_dir, held_out, prompts=True)
+            < 0.9 * mean_kl_to_teacher(answers.run_dir, teacher_dir, held_out, prompts=True))
+    logs = [json.loads(line) for line in (everywhere.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logs if "distill_kl" in r]
+    assert train and all(r["distill_kl_positions"] > 0 for r in train)
+    assert json.loads((everywhere.run_dir / "manifest.json").read_text())["distill"]["positions"] == "all"
+
+
+def test_example_positions_leave_out_example_boundaries_and_padding():
+    from tuneforge.distill.logit import example_positions
+
+    # Packed: an example of 3 tokens (answer: its last 2), one of 2 (answer: the last), 3 padding tokens.
+    labels = torch.tensor([[-100, 5, 6, -100, 8, -100, -100, -100]])
+    packed = {"position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2]])}
+    assert example_positions(packed, labels).tolist() == [[True, True, False, True, False, False, False]]
+    # Unpacked: right padding in the attention mask.
+    unpacked = {"attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])}
+    assert example_positions(unpacked, torch.full((2, 4), -100)).tolist() == [[True, True, False], [True, True, True]]
 
 
 def test_logit_kd_from_a_run_directory_teacher_with_a_pruned_student(run_config, teacher_dir, tmp_path):
@@ -104,6 +128,9 @@ def test_a_teacher_with_another_tokenizer_points_to_sequence_mode(run_config, tm
     ({"training": {"objective": "distill"}, "distill": {"teacher": {"base_url": "http://127.0.0.1:9/v1"}, "mode": "logit"}},
      "an endpoint teacher .* returns text; use distill.mode: sequence"),
     ({"training": {"objective": "distill"}, "distill": {"teacher": "runs/t", "alpha": 1.5}}, "distill.alpha"),
+    ({"training": {"objective": "distill"}, "distill": {"teacher": "runs/t", "mode": "sequence", "positions": "all"}},
+     "distill.positions .* only logit distillation has"),
+    ({"training": {"objective": "distill"}, "distill": {"teacher": "runs/t", "positions": "prompt"}}, "distill.positions"),
     ({"training": {"objective": "distill"}, "distill": {"teacher": {"base_url": "127.0.0.1:8000"}}}, "distill.teacher"),
 ])
 def test_the_distill_section_is_checked_before_anything_loads(tmp_path, change, message):

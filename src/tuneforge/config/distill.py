@@ -46,6 +46,11 @@ class DistillConfig(_Section):
     )
     alpha: Float = Field(0.5, ge=0, le=1, description="logit: weight of the KL term; 1 - alpha weighs the answer cross-entropy.")
     temperature: Float = Field(2.0, gt=0, description="logit: softens both distributions; the KL is scaled by T^2.")
+    positions: Literal["answers", "all"] = Field(
+        "answers", description="logit: where the KL is taken: the answer tokens, or every token of each example "
+        "(prompt included; the cross-entropy stays on the answers), which helps a student pruned from the teacher "
+        "relearn its whole distribution (the Minitron recipe).",
+    )
     prompts: str | None = Field(
         None, description="sequence: a file of prompts (.jsonl with a 'prompt' field, or .txt, one per line) the "
         "teacher answers; default: the inputs of the training split.",
@@ -60,6 +65,13 @@ class DistillConfig(_Section):
         if isinstance(self.teacher, EndpointTeacher) and self.mode == "logit":
             raise ValueError("distill.mode 'logit' needs the teacher's logits, but an endpoint teacher "
                              "(distill.teacher.base_url) returns text; use distill.mode: sequence")
+        return self
+
+    @model_validator(mode="after")
+    def _positions_need_logits(self) -> "DistillConfig":
+        if self.positions != "answers" and self.resolved_mode != "logit":
+            raise ValueError("distill.positions chooses where the KL to the teacher's logits is taken, which only "
+                             "logit distillation has; leave it out with distill.mode: sequence")
         return self
 
     @property

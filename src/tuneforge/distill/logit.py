@@ -6,6 +6,13 @@ teacher runs under ``torch.no_grad()`` on the very batch the student sees (same 
 rows, position_ids and attention layout), and both LM heads project only the answer
 positions (:func:`tuneforge.train.trainer.answer_logits`), so no ``[batch, seq, vocab]``
 tensor is ever built.
+
+``positions="all"`` takes the KL at every position of each example instead (prompt tokens
+too; the cross-entropy stays on the answers), as pruning-then-distillation recipes do
+(Sreenivas et al. 2024, "LLM Pruning and Distillation in Practice: The Minitron Approach"):
+a student pruned by depth relearns the teacher's whole next-token distribution, not only
+its answers. The KL is then the mean over those positions, weighted like one answer token
+each step, so ``alpha`` keeps its meaning.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.errors import ConfigError
+from tuneforge.data.template import IGNORE_INDEX
 from tuneforge.train.trainer import TuneforgeTrainer, answer_cross_entropy, answer_logits
 
 
@@ -39,32 +47,67 @@ class DistillTrainer(TuneforgeTrainer):
     Logs ``distill_kl`` and ``distill_ce`` (per answer token, averaged since the last log) beside the loss.
     """
 
-    def __init__(self, *args: Any, teacher: Any, alpha: float, temperature: float, **kwargs: Any):
+    def __init__(self, *args: Any, teacher: Any, alpha: float, temperature: float, positions: str = "answers",
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.alpha = alpha
         self.temperature = temperature
-        self._sums = {"distill_kl": 0.0, "distill_ce": 0.0, "tokens": 0}
+        self.positions = positions
+        self._sums = self._empty_sums()
+
+    @staticmethod
+    def _empty_sums() -> dict[str, float]:
+        return {"distill_kl": 0.0, "distill_ce": 0.0, "kl_positions": 0, "tokens": 0}
 
     def answer_loss(self, model, inputs, labels, weights=None):
-        logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head)
+        predicting = example_positions(inputs, labels) if self.positions == "all" else None
+        logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head, predicting=predicting)
         with torch.no_grad():  # the same packed rows, positions and attention layout as the student's
-            teacher_logits, _, _ = answer_logits(self.teacher, inputs, labels)
+            teacher_logits, _, _ = answer_logits(self.teacher, inputs, labels, predicting=predicting)
         vocab = min(logits.shape[-1], teacher_logits.shape[-1])  # an embedding padded past the tokenizer's size
         kl = kd_loss_sum(logits[:, :vocab], teacher_logits[:, :vocab], self.temperature)
+        kl_positions = targets.numel()
+        if predicting is not None:  # logits at every position: the answers' for the cross-entropy
+            answers = targets != IGNORE_INDEX
+            logits, targets = logits[answers], targets[answers]
+            # The mean KL per position, counted as many times as there are answer tokens (what the loss is divided by).
+            kl = kl * (targets.numel() / max(kl_positions, 1))
         ce = answer_cross_entropy(logits, targets, labels, weights)  # data.balance weighs the answer loss
         if model.training:
             self._sums["distill_kl"] += float(kl.detach())
             self._sums["distill_ce"] += float(ce.detach())
+            self._sums["kl_positions"] += kl_positions
             self._sums["tokens"] += targets.numel()
         return self.alpha * kl + (1 - self.alpha) * ce, targets, outputs
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._sums["tokens"]:  # a training log: add the two parts of the loss
-            tokens = self._sums.pop("tokens")
-            logs.update({name: round(total / tokens, 6) for name, total in self._sums.items()})
-            self._sums = {"distill_kl": 0.0, "distill_ce": 0.0, "tokens": 0}
+            sums, self._sums = self._sums, self._empty_sums()
+            # Per answer token (the KL of positions: all is already scaled to that), and how many positions the KL saw.
+            logs.update({name: round(sums[name] / sums["tokens"], 6) for name in ("distill_kl", "distill_ce")})
+            if self.positions == "all":
+                logs["distill_kl_positions"] = sums["kl_positions"]
         super().log(logs, *args, **kwargs)
+
+
+def example_positions(inputs: dict, labels: torch.Tensor) -> torch.Tensor:
+    """``[batch, seq - 1]``: True where the next token belongs to the same real example (padding left out).
+
+    Packed rows carry ``position_ids`` that restart at each example and at the padding (its own
+    segment); a segment with no labelled token is that padding, since every kept example has one.
+    Unpacked rows carry an ``attention_mask``.
+    """
+    if "position_ids" in inputs:
+        pos = inputs["position_ids"][:, -labels.shape[1]:]
+        segment = (pos == 0).long().cumsum(1)
+        labelled = torch.zeros(pos.shape[0], pos.shape[1] + 1, dtype=torch.long, device=pos.device)
+        labelled.scatter_add_(1, segment, (labels != IGNORE_INDEX).long())
+        real = labelled.gather(1, segment) > 0
+        return real[:, 1:] & (pos[:, 1:] == pos[:, :-1] + 1)
+    mask = inputs.get("attention_mask")
+    real = torch.ones_like(labels, dtype=torch.bool) if mask is None else mask[:, -labels.shape[1]:].bool()
+    return real[:, 1:] & real[:, :-1]
 
 
 def teacher_tokenizer_dir(teacher: str) -> str:

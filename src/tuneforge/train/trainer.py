@@ -39,13 +39,16 @@ def selective_lm_head(model: Any, keep: torch.Tensor):
         handle.remove()
 
 
-def answer_logits(model: Any, inputs: dict, labels: torch.Tensor, *, selective: bool = True) -> tuple[Any, Any, Any]:
+def answer_logits(model: Any, inputs: dict, labels: torch.Tensor, *, selective: bool = True,
+                  predicting: torch.Tensor | None = None) -> tuple[Any, Any, Any]:
     """The logits that predict answer tokens, ``[K, vocab]``, their targets ``[K]``, and the model outputs.
 
     With ``selective`` the LM head runs only at those K positions (see the module docstring);
     without it (virtual tokens shift positions) every position is projected, then selected.
+    ``predicting`` (``[batch, seq - 1]``, bool) names other positions instead of the answer
+    tokens' (their targets are then ``IGNORE_INDEX`` outside the answers).
     """
-    targets_mask = labels[:, 1:] != IGNORE_INDEX
+    targets_mask = labels[:, 1:] != IGNORE_INDEX if predicting is None else predicting
     if selective:
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets_mask

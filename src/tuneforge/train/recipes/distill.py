@@ -37,7 +37,8 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
         prepared = steps.prepare_data(ctx, cfg, tokenizer, console)
         return sft.fit(ctx, cfg, console, model, tokenizer, base_path, prepared, started=started, callbacks=callbacks,
                        trainer_class=DistillTrainer, manifest=settings,
-                       trainer_kwargs={"teacher": teacher, "alpha": distill.alpha, "temperature": distill.temperature})
+                       trainer_kwargs={"teacher": teacher, "alpha": distill.alpha, "temperature": distill.temperature,
+                                       "positions": distill.positions})
 
     from tuneforge.distill.sequence import answered_data
 
