@@ -34,6 +34,23 @@ def test_normalize_whitespace_keeps_indentation_and_limits_blank_lines():
     assert normalize_whitespace("a\n \t \nb") == "a\n\nb"
 
 
+def test_normalize_whitespace_on_random_text_follows_its_rules():
+    """Text that needs nothing comes back at once (a check in C); either way the result follows the rules below."""
+    import random
+    import re
+
+    def by_the_rules(text: str) -> str:
+        lines = [(line[: len(line) - len(line.lstrip(" \t"))], line.lstrip(" \t")) for line in text.split("\n")]
+        lines = [indent + re.sub(r"[ \t]+", " ", body).rstrip() if body.strip() else "" for indent, body in lines]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+    rng = random.Random(0)
+    alphabet = ["a", "b", " ", " ", "\t", "\n", "\u00a0", "\r", "\x0c", "é"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        assert normalize_whitespace(text) == by_the_rules(text), repr(text)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
