@@ -6,7 +6,7 @@
 
 1. Teacher: a tuned full-depth SmolLM2 (``--teacher`` run, else ``examples/quickstart.yaml`` trained here).
 2. KD student: ``examples/distill.yaml``: SmolLM2 with 15 of its 30 layers (``model.keep_layers``),
-   full fine-tune, logit distillation from the teacher (alpha 0.5, T 2).
+   full fine-tune, logit distillation from the teacher (alpha 0.5, T 2, the KL on every token: ``positions: all``).
 3. SFT student: the same config, same data, split, seed and steps, with ``training.objective: sft``.
 
 All three answer the same held-out test split (the quickstart's: same data, fractions and seed),
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=None, help="KD weight (examples/distill.yaml's by default)")
     parser.add_argument("--temperature", type=float, default=None, help="KD temperature (the example's by default)")
     parser.add_argument("--positions", choices=["answers", "all"], default=None,
-                        help="where the KL is taken (distill.positions; the example's by default: answers)")
+                        help="where the KL is taken (distill.positions; the example's by default: all)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
 
