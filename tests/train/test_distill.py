@@ -102,6 +102,55 @@ def test_example_positions_leave_out_example_boundaries_and_padding():
     assert example_positions(unpacked, torch.full((2, 4), -100)).tolist() == [[True, True, False], [True, True, True]]
 
 
+def test_the_kl_at_every_position_is_computed_chunk_by_chunk_exactly(teacher_dir, monkeypatch):
+    """Chunks of 3 positions give the loss and gradients of one pass over the full logits of both models."""
+    from types import SimpleNamespace
+
+    from tuneforge.distill import logit
+    from tuneforge.distill.logit import DistillTrainer, example_positions, kd_loss_sum
+
+    tok = build_tiny_tokenizer()
+    teacher = load(teacher_dir).model.eval()
+    # Two packed rows: examples of 5 and 4 tokens (answers: the last 2 of each) and 3 of padding, and one of 12.
+    ids = torch.randint(5, 200, (2, 12), generator=torch.Generator().manual_seed(0))
+    pos = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2], list(range(12))])
+    labels = torch.full((2, 12), -100)
+    labels[0, 3:5], labels[0, 7:9], labels[1, 8:12] = ids[0, 3:5], ids[0, 7:9], ids[1, 8:12]
+    inputs = {"input_ids": ids, "position_ids": pos}
+
+    def run(chunk):
+        monkeypatch.setattr(logit, "KL_CHUNK", chunk)
+        student = build_tiny_model(tok, seed=3).eval()  # no dropout: the runs compare exactly
+        trainer = SimpleNamespace(teacher=teacher, temperature=2.0)
+        trainer._chunk_kl = lambda *a: DistillTrainer._chunk_kl(trainer, *a)
+        logits, targets, _, kl, positions = DistillTrainer._kl_at_every_position(trainer, student, inputs, labels)
+        (kl + logits.sum()).backward()
+        return student, logits, targets, kl, positions
+
+    student, logits, targets, kl, positions = run(3)
+    predicting = example_positions(inputs, labels)
+    assert positions == int(predicting.sum()) == 4 + 3 + 11
+    reference = build_tiny_model(tok, seed=3).eval()
+    full = reference(**inputs, use_cache=False).logits[:, :-1]  # (a cache turns off packed-row attention)
+    with torch.no_grad():
+        full_teacher = teacher(**inputs, use_cache=False).logits[:, :-1]
+    answers = labels[:, 1:] != -100
+    expected = kd_loss_sum(full[predicting], full_teacher[predicting], 2.0) * (int(answers.sum()) / positions)
+    assert torch.allclose(kl, expected, rtol=1e-5) and targets.tolist() == labels[:, 1:][answers].tolist()
+    assert torch.allclose(logits, full[answers], atol=1e-5)
+    (expected + full[answers].sum()).backward()
+    one_pass, _, _, kl_one, _ = run(10**6)
+    assert torch.allclose(kl, kl_one)
+    for a, b, c in zip(student.parameters(), one_pass.parameters(), reference.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6) and torch.allclose(a.grad, c.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_kd_at_every_position_is_refused_under_fsdp(run_config, teacher_dir, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="distill.positions: all .* FSDP .* distill.positions: answers"):
+        finetune(distill_config(run_config, "kd-fsdp", teacher_dir, positions="all"))
+
+
 def test_logit_kd_from_a_run_directory_teacher_with_a_pruned_student(run_config, teacher_dir, tmp_path):
     """A tuned run is a teacher (its adapter merged in memory); the student keeps one of two layers."""
     teacher_run = finetune(run_config("teacher"))

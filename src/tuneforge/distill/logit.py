@@ -11,8 +11,9 @@ tensor is ever built.
 too; the cross-entropy stays on the answers), as pruning-then-distillation recipes do
 (Sreenivas et al. 2024, "LLM Pruning and Distillation in Practice: The Minitron Approach"):
 a student pruned by depth relearns the teacher's whole next-token distribution, not only
-its answers. The KL is then the mean over those positions, weighted like one answer token
-each step, so ``alpha`` keeps its meaning.
+its answers. The KL is then the mean over those positions, weighted like the answer tokens,
+so ``alpha`` keeps its meaning; it is computed a chunk of positions at a time, so that there
+too no ``[positions, vocab]`` tensor is built for the whole batch.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from tuneforge.errors import ConfigError
 from tuneforge.data.template import IGNORE_INDEX
-from tuneforge.train.trainer import TuneforgeTrainer, answer_cross_entropy, answer_logits
+from tuneforge.train.trainer import TuneforgeTrainer, answer_cross_entropy, answer_logits, project, selective_lm_head
+
+
+KL_CHUNK = 1024
+"""Positions projected at once by ``positions: all`` (~200 MB of fp32 logits a model for a 49k vocabulary).
+A batch with more positions is projected chunk by chunk under activation checkpointing (one more LM-head
+pass of the student in the backward: ~20 % slower per step on SmolLM2 with 15 layers, measured with 256)."""
 
 
 def kd_loss_sum(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -61,18 +69,14 @@ class DistillTrainer(TuneforgeTrainer):
         return {"distill_kl": 0.0, "distill_ce": 0.0, "kl_positions": 0, "tokens": 0}
 
     def answer_loss(self, model, inputs, labels, weights=None):
-        predicting = example_positions(inputs, labels) if self.positions == "all" else None
-        logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head, predicting=predicting)
-        with torch.no_grad():  # the same packed rows, positions and attention layout as the student's
-            teacher_logits, _, _ = answer_logits(self.teacher, inputs, labels, predicting=predicting)
-        vocab = min(logits.shape[-1], teacher_logits.shape[-1])  # an embedding padded past the tokenizer's size
-        kl = kd_loss_sum(logits[:, :vocab], teacher_logits[:, :vocab], self.temperature)
-        kl_positions = targets.numel()
-        if predicting is not None:  # logits at every position: the answers' for the cross-entropy
-            answers = targets != IGNORE_INDEX
-            logits, targets = logits[answers], targets[answers]
-            # The mean KL per position, counted as many times as there are answer tokens (what the loss is divided by).
-            kl = kl * (targets.numel() / max(kl_positions, 1))
+        if self.positions == "all":
+            logits, targets, outputs, kl, kl_positions = self._kl_at_every_position(model, inputs, labels)
+        else:
+            logits, targets, outputs = answer_logits(model, inputs, labels, selective=self.selective_head)
+            with torch.no_grad():  # the same packed rows, positions and attention layout as the student's
+                teacher_logits, _, _ = answer_logits(self.teacher, inputs, labels)
+            vocab = min(logits.shape[-1], teacher_logits.shape[-1])  # an embedding padded past the tokenizer's size
+            kl, kl_positions = kd_loss_sum(logits[:, :vocab], teacher_logits[:, :vocab], self.temperature), targets.numel()
         ce = answer_cross_entropy(logits, targets, labels, weights)  # data.balance weighs the answer loss
         if model.training:
             self._sums["distill_kl"] += float(kl.detach())
@@ -80,6 +84,45 @@ class DistillTrainer(TuneforgeTrainer):
             self._sums["kl_positions"] += kl_positions
             self._sums["tokens"] += targets.numel()
         return self.alpha * kl + (1 - self.alpha) * ce, targets, outputs
+
+    def _kl_at_every_position(self, model, inputs, labels):
+        """``positions: all``: the KL summed over every position of each example, chunk by chunk.
+
+        Both models' LM heads are kept out of their forward passes (their inputs captured), then
+        project KL_CHUNK positions at a time, the student's under activation checkpointing when there
+        is more than one chunk, so no ``[positions, vocab]`` tensor exists for more than one chunk, in
+        the forward pass or the backward. Returns the answer logits and targets (for the cross-entropy), the outputs, and
+        the KL scaled to the answer-token count with the number of positions it covered.
+        """
+        predicting = example_positions(inputs, labels)
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = predicting
+        student, teacher = [], []
+        with selective_lm_head(model, keep, capture=student):
+            outputs = model(**inputs, use_cache=False)
+        with torch.no_grad(), selective_lm_head(self.teacher, keep, capture=teacher):
+            self.teacher(**inputs, use_cache=False)  # the same packed rows, positions and attention layout
+        hidden, teacher_hidden = student[0], teacher[0]
+        targets = labels[:, 1:][predicting]
+        if len(hidden) <= KL_CHUNK:  # one chunk: recomputing it in the backward pass would save nothing
+            kl = self._chunk_kl(model, hidden, teacher_hidden)
+        else:
+            kl = hidden.new_zeros((), dtype=torch.float32)
+            for start in range(0, len(hidden), KL_CHUNK):
+                end = start + KL_CHUNK
+                kl = kl + checkpoint(self._chunk_kl, model, hidden[start:end], teacher_hidden[start:end], use_reentrant=False)
+        answers = targets != IGNORE_INDEX
+        positions, targets = len(hidden), targets[answers]
+        # The mean KL per position, counted as many times as there are answer tokens (what the loss is divided by).
+        kl = kl * (targets.numel() / max(positions, 1))
+        return project(model, hidden[answers]), targets, outputs, kl, positions
+
+    def _chunk_kl(self, model, hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+        logits = project(model, hidden)
+        with torch.no_grad():
+            teacher_logits = project(self.teacher, teacher_hidden)
+        vocab = min(logits.shape[-1], teacher_logits.shape[-1])  # an embedding padded past the tokenizer's size
+        return kd_loss_sum(logits[:, :vocab], teacher_logits[:, :vocab], self.temperature)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._sums["tokens"]:  # a training log: add the two parts of the loss

@@ -42,7 +42,7 @@ def frozen_linears(model: Any) -> list[torch.nn.Linear]:
             and id(m.weight) not in embeddings]
 
 
-def _distributed_engine() -> str | None:
+def sharding_engine() -> str | None:
     """FSDP or DeepSpeed when ``accelerate launch`` set them up (they flatten parameters of one dtype per unit)."""
     for name, env in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
         if os.environ.get(env, "").lower() in ("1", "true", "yes"):
@@ -62,7 +62,7 @@ def use_bf16_frozen(cfg: RunConfig, precision: str) -> bool:
     problem = frozen_bf16_problem(cfg)
     if problem is None and precision != "bf16":
         problem = f"training.precision '{cfg.training.precision}' resolved to {precision} on this machine (no native bf16)"
-    engine = _distributed_engine()
+    engine = sharding_engine()
     if problem is None and engine:
         problem = f"{engine} flattens each unit's parameters into one dtype"
     if setting == "bf16":

@@ -24,13 +24,21 @@ from tuneforge.errors import TrainingError
 
 
 @contextlib.contextmanager
-def selective_lm_head(model: Any, keep: torch.Tensor):
-    """Within the block, the LM head only sees hidden states where ``keep`` is True (shape ``[1, K, H]``)."""
+def selective_lm_head(model: Any, keep: torch.Tensor, capture: list | None = None):
+    """Within the block, the LM head only sees hidden states where ``keep`` is True (shape ``[1, K, H]``).
+
+    With ``capture``, the head projects nothing: those hidden states (``[K, H]``) are appended to
+    ``capture`` for the caller to project (:func:`project`). Virtual tokens that prompt tuning puts
+    before the sequence are left out (``keep`` covers the last positions).
+    """
     head = _unwrap(model).get_output_embeddings()
 
     def pre_hook(module, args):
-        (hidden,) = args[:1]
-        return (hidden[keep].unsqueeze(0),) + tuple(args[1:])
+        hidden = args[0][:, -keep.shape[1]:][keep].unsqueeze(0)
+        if capture is not None:
+            capture.append(hidden[0])
+            hidden = hidden[:, :0]
+        return (hidden,) + tuple(args[1:])
 
     handle = head.register_forward_pre_hook(pre_hook)
     try:
@@ -39,16 +47,13 @@ def selective_lm_head(model: Any, keep: torch.Tensor):
         handle.remove()
 
 
-def answer_logits(model: Any, inputs: dict, labels: torch.Tensor, *, selective: bool = True,
-                  predicting: torch.Tensor | None = None) -> tuple[Any, Any, Any]:
+def answer_logits(model: Any, inputs: dict, labels: torch.Tensor, *, selective: bool = True) -> tuple[Any, Any, Any]:
     """The logits that predict answer tokens, ``[K, vocab]``, their targets ``[K]``, and the model outputs.
 
     With ``selective`` the LM head runs only at those K positions (see the module docstring);
     without it (virtual tokens shift positions) every position is projected, then selected.
-    ``predicting`` (``[batch, seq - 1]``, bool) names other positions instead of the answer
-    tokens' (their targets are then ``IGNORE_INDEX`` outside the answers).
     """
-    targets_mask = labels[:, 1:] != IGNORE_INDEX if predicting is None else predicting
+    targets_mask = labels[:, 1:] != IGNORE_INDEX
     if selective:
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = targets_mask
@@ -59,6 +64,14 @@ def answer_logits(model: Any, inputs: dict, labels: torch.Tensor, *, selective: 
         outputs = model(**inputs, use_cache=False)
         logits = outputs.logits[:, -labels.shape[1]:][:, :-1][targets_mask]  # prompt tuning prepends tokens
     return logits, labels[:, 1:][targets_mask], outputs
+
+
+def project(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits of ``hidden`` (``[K, H]``, as :func:`selective_lm_head` captures them) through the model's LM head,
+    soft-capped as the model's forward does where its config says so (Gemma 2)."""
+    logits = _unwrap(model).get_output_embeddings()(hidden)
+    cap = getattr(getattr(_unwrap(model), "config", None), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _unwrap(model: Any) -> Any:

@@ -16,8 +16,10 @@ import time
 from typing import Any, Sequence
 
 from tuneforge.config.schema import RunConfig
+from tuneforge.errors import ConfigError
 from tuneforge.train import steps
 from tuneforge.train.context import RunContext
+from tuneforge.train.frozen import sharding_engine
 from tuneforge.train.recipes import sft
 from tuneforge.train.result import FinetuneResult
 
@@ -29,6 +31,11 @@ def run(ctx: RunContext, cfg: RunConfig, console: Any, callbacks: Sequence[Any] 
     settings = {"objective": "distill", "distill": distill.model_dump(mode="json") | {"mode": distill.resolved_mode}}
 
     # --- setup
+    if distill.positions == "all" and (engine := sharding_engine()):
+        raise ConfigError(
+            f"distill.positions: all projects the LM heads outside the models' forward passes, a chunk at a time, "
+            f"where {engine} has sharded their weights; use distill.positions: answers with {engine}, or DDP"
+        )
     model, tokenizer, base_path = steps.load_base(cfg)
     if distill.resolved_mode == "logit":
         from tuneforge.distill.logit import DistillTrainer, load_teacher
