@@ -151,6 +151,36 @@ def test_kd_at_every_position_is_refused_under_fsdp(run_config, teacher_dir, mon
         finetune(distill_config(run_config, "kd-fsdp", teacher_dir, positions="all"))
 
 
+def test_validate_plans_a_distill_run_as_the_loaded_student_and_teacher(run_config, teacher_dir, capsys):
+    """`tuneforge validate` on a distillation config: the examples are read as SFT's (eval.labels checked on their
+    answers), the student is pruned on the meta device, and the teacher's weights and logits are in the estimate."""
+    from tuneforge import methods
+    from tuneforge.cli.main import main
+    from tuneforge.data import prepare
+    from tuneforge.models.load import load_model
+    from tuneforge.train.args import loader_items
+    from tuneforge.train.estimate import model_shape, plan_config, plan_training, teacher_for
+
+    path = distill_config(run_config, "kd-validate", teacher_dir, positions="all")
+    raw = yaml.safe_load(path.read_text())
+    raw["model"] = {"name_or_path": raw["model"], "keep_layers": 1}
+    raw["eval"] = {"enabled": True, "labels": ["billing", "shipping", "account", "refund"]}
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["validate", str(path)]) == 0
+    assert "teacher (weights, logits)" in capsys.readouterr().out
+    cfg = load_config(path)
+    model, tokenizer, _ = load_model(cfg.model)
+    assert model.config.num_hidden_layers == 1
+    examples = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed).train
+    planned = plan_config(cfg, examples)
+    teacher = load(teacher_dir).model
+    loaded = plan_training(model_shape(methods.apply(model, cfg.method)), loader_items(examples, cfg, seed=cfg.training.seed),
+                           cfg.training, precision="fp32", packed=True, memory_limit=planned.memory_limit,
+                           teacher=teacher_for(cfg, teacher))
+    assert planned.memory == loaded.memory
+    assert planned.memory.teacher > 4 * sum(p.numel() for p in teacher.parameters())
+
+
 def test_logit_kd_from_a_run_directory_teacher_with_a_pruned_student(run_config, teacher_dir, tmp_path):
     """A tuned run is a teacher (its adapter merged in memory); the student keeps one of two layers."""
     teacher_run = finetune(run_config("teacher"))

@@ -20,6 +20,7 @@ def validate(
     from tuneforge.data import prepare
     from tuneforge.models import load_tokenizer, resolve
     from tuneforge.config.preflight import preflight
+    from tuneforge.config.schema import SUPERVISED_OBJECTIVES
     from tuneforge.train.estimate import plan_config
 
     console = Console()
@@ -27,7 +28,8 @@ def validate(
     preflight(cfg)  # run folder, disk space, data files, target modules, labels: what `train` would trip on
     console.print(f"[green]config OK[/] ({config}): model {cfg.model.name_or_path}, method {cfg.method.name}")
     tokenizer = load_tokenizer(resolve(cfg.model), revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
-    if cfg.training.objective == "sft":
+    supervised = cfg.training.objective in SUPERVISED_OBJECTIVES
+    if supervised:  # SFT, and distillation (its student trains on the same examples)
         prepared = prepare(cfg.data, tokenizer, max_seq_length=cfg.training.max_seq_length, seed=cfg.training.seed,
                            labels=cfg.eval.labels)
     else:  # preference objectives learn from pairs
@@ -42,7 +44,7 @@ def validate(
         f"[green]data OK[/]: {len(prepared.train)} train, {len(prepared.validation_examples)} validation, "
         f"{len(prepared.test_examples)} test examples ({prepared.format} format)"
     )
-    if cfg.training.objective != "sft":  # the estimator models SFT's token-budget batches only
+    if not supervised:  # the estimator models the token-budget batches of supervised objectives only
         console.print(f"no memory estimate for objective {cfg.training.objective!r} yet", highlight=False)
         return 0
     for line in plan_config(cfg, prepared.train).lines():

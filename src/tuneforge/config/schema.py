@@ -270,6 +270,8 @@ class EarlyStoppingConfig(_Section):
 
 
 Objective = Literal["sft", "dpo", "reward", "kto", "orpo", "grpo", "distill"]
+SUPERVISED_OBJECTIVES = ("sft", "distill")
+"""Objectives that train on prompt/answer examples (``data.prepare``); the others learn from pairs or prompts."""
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
 
@@ -533,7 +535,7 @@ def frozen_bf16_problem(cfg: "RunConfig") -> str | None:
     What the config alone decides; ``tuneforge.train.frozen`` adds the machine (precision ``auto``) and the launcher.
     """
     t = cfg.training
-    if t.objective not in ("sft", "distill"):
+    if t.objective not in SUPERVISED_OBJECTIVES:
         return f"it applies to objectives sft and distill (training.objective is '{t.objective}')"
     if cfg.method.name in ("full", "qlora"):
         return ("method.name 'full' trains every weight, so none is frozen" if cfg.method.name == "full"
@@ -599,7 +601,7 @@ class RunConfig(_Section):
             )
         # A distillation student trains like SFT (any method); its teacher is a separate model.
         # A reward model is a LoRA adapter plus its score head (saved with the adapter, in modules_to_save).
-        if self.training.objective not in ("sft", "distill") and self.method.name not in ("lora", "dora"):
+        if self.training.objective not in SUPERVISED_OBJECTIVES and self.method.name not in ("lora", "dora"):
             why = ("the score head is trained and saved with the adapter" if self.training.objective == "reward"
                    else "the reference model is the base with the adapter switched off")
             raise ValueError(

@@ -49,6 +49,7 @@ ANSWERED = ("alpaca", "chat", "sharegpt", "prompt_completion")
 # Which record formats each objective learns from; check_kind refuses the others by name.
 ACCEPTS: dict[str, tuple[str, ...]] = {
     "sft": SUPERVISED,
+    "distill": SUPERVISED,  # the student trains on the same examples (sequence mode: the teacher answers their prompts)
     "dpo": ("preference",),
     "orpo": ("preference",),
     "kto": ("unpaired", "preference"),
@@ -161,7 +162,7 @@ def check_kind(fmt: str, objective: str, path: str) -> None:
         return
     if objective == "sft" and fmt == "preference":
         raise DataError(f"{path}: {PREFERENCE_ERROR}")
-    if objective == "sft":
+    if objective in ("sft", "distill"):
         # A yes/no `label` column of supervised rows also reads as a KTO judgement: say how to override.
         hint = " (if 'label' is not a judgement of the completion, set `format: prompt_completion` on the source)"
         raise DataError(f"{path}: holds {fmt} rows, which supervised fine-tuning cannot learn from: give alpaca, chat, "

@@ -93,6 +93,7 @@ class MemoryEstimate:
     attention_mask: int
     logits: int
     runtime: int = RUNTIME_BYTES
+    teacher: int = 0  # distillation: the frozen teacher's weights and logits
 
     @property
     def total(self) -> int:
@@ -102,7 +103,8 @@ class MemoryEstimate:
         return {"parameters": self.parameters, "gradients + optimizer state": self.optimizer,
                 "activations saved for backward": self.activations, "forward/backward workspace": self.workspace,
                 "attention mask": self.attention_mask, "logits": self.logits,
-                "runtime (python, torch, data)": self.runtime}
+                "runtime (python, torch, data)": self.runtime,
+                **({"teacher (weights, logits)": self.teacher} if self.teacher else {})}
 
 
 @dataclass(frozen=True)
@@ -223,15 +225,25 @@ def batch_shape(items: list[Any], per_device_batch_size: int, *, packed: bool, p
     return BatchShape(len(largest), padded(largest), most_labelled, masked=packed or len(largest) > 1 or m > 1)
 
 
+@dataclass(frozen=True)
+class Teacher:
+    """A distillation teacher, for the estimate: its parameters (held in fp32) and where its logits are taken."""
+
+    parameters: int
+    every_position: bool = False  # distill.positions: all (the KL at every token, KL_CHUNK positions at a time)
+
+
 def estimate_memory(
     shape: ModelShape, batch: BatchShape, *, precision: str, gradient_checkpointing: bool, optimizer: str = "adamw_torch",
-    bf16_frozen: bool = False,
+    bf16_frozen: bool = False, teacher: Teacher | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one training step in bytes (see the module docstring for the components).
 
     Args:
         bf16_frozen: The frozen linear weights are held in bf16 (``training.frozen_weights``): 2 bytes each
             and no autocast copy.
+        teacher: Logit distillation's teacher: its fp32 weights, and its logits (fp32 and log-softmax) at the
+            positions the student's logits are taken (every position, a chunk at a time, with ``every_position``).
     """
     half = precision in ("bf16", "fp16")
     act = 2 if half else 4  # bytes of a matmul output under autocast
@@ -247,11 +259,18 @@ def estimate_memory(
     mask_copies = (1 if gradient_checkpointing else layers) if batch.masked else 0
     # SDPA converts the boolean mask to the query dtype in every layer and keeps that copy for backward.
     attention_mask = mask_copies * batch.rows * batch.length ** 2 * act + (batch.rows * batch.length ** 2 if batch.masked else 0)
-    logits = batch.labelled * shape.vocab * 4 * 3  # logits, fp32 log-softmax, their gradient
+    if teacher is not None and teacher.every_position:
+        from tuneforge.distill.logit import KL_CHUNK
+
+        logit_rows = min(batch.tokens, KL_CHUNK)
+    else:
+        logit_rows = batch.labelled
+    logits = logit_rows * shape.vocab * 4 * 3  # logits, fp32 log-softmax, their gradient
+    teacher_bytes = teacher.parameters * 4 + logit_rows * shape.vocab * 4 * 2 if teacher is not None else 0
     frozen = shape.frozen_matmul_parameters if bf16_frozen else 0
     parameters = (shape.parameters - frozen) * 4 + frozen * 2 + ((shape.matmul_parameters - frozen) * 2 if half else 0)
     optimizer_bytes = shape.trainable * (4 + _OPTIMIZER_STATE_BYTES.get(optimizer, 8))
-    return MemoryEstimate(parameters, optimizer_bytes, activations, workspace, attention_mask, logits)
+    return MemoryEstimate(parameters, optimizer_bytes, activations, workspace, attention_mask, logits, teacher=teacher_bytes)
 
 
 def _layer_bytes_per_token(shape: ModelShape, act: int) -> int:
@@ -316,6 +335,7 @@ def available_memory() -> int:
 def plan_training(
     shape: ModelShape, items: list[Any], training: Any, *, precision: str, packed: bool,
     memory_limit: int | None = None, flops_per_second: float | None = None, bf16_frozen: bool = False,
+    teacher: Teacher | None = None,
 ) -> TrainingPlan:
     """Estimate memory and time for a run's batches, and resolve ``gradient_checkpointing: auto``.
 
@@ -328,6 +348,7 @@ def plan_training(
         memory_limit: Bytes the run may use; default ``training.memory_limit_mb`` or :func:`available_memory`.
         flops_per_second: Matmul rate for the time estimate; None: no time estimate.
         bf16_frozen: The frozen linear weights train in bf16 (:func:`tuneforge.train.frozen.use_bf16_frozen`).
+        teacher: Logit distillation's teacher (:func:`teacher_for`).
 
     Returns:
         A :class:`TrainingPlan`; ``gradient_checkpointing`` is on when set, or when ``auto`` and the
@@ -337,12 +358,13 @@ def plan_training(
     if memory_limit is None:
         memory_limit = training.memory_limit_mb * MIB if training.memory_limit_mb else available_memory()
     without = estimate_memory(shape, batch, precision=precision, gradient_checkpointing=False, optimizer=training.optimizer,
-                              bf16_frozen=bf16_frozen)
+                              bf16_frozen=bf16_frozen, teacher=teacher)
     setting = training.gradient_checkpointing
     auto = setting == "auto" and without.total > memory_limit
     checkpointing = setting is True or auto
     memory = without if not checkpointing else estimate_memory(
-        shape, batch, precision=precision, gradient_checkpointing=True, optimizer=training.optimizer, bf16_frozen=bf16_frozen)
+        shape, batch, precision=precision, gradient_checkpointing=True, optimizer=training.optimizer, bf16_frozen=bf16_frozen,
+        teacher=teacher)
     batches = len(items) if items and isinstance(items[0], TokenBatch) else -(-len(items) // (training.per_device_batch_size or 1))
     steps = max(batches // training.gradient_accumulation_steps, 1 if batches else 0)
     seconds = None
@@ -369,19 +391,31 @@ def _item_tokens(item: Any) -> int:
 
 
 __all__ = [
-    "BatchShape", "MemoryEstimate", "ModelShape", "TrainingPlan", "available_memory", "batch_shape",
+    "BatchShape", "MemoryEstimate", "ModelShape", "Teacher", "TrainingPlan", "available_memory", "batch_shape",
     "estimate_memory", "matmul_flops_per_second", "model_shape", "plan_training", "step_flops",
 ]
 
 
-def check_run(cfg: Any, model: Any, items: list[Any], *, precision: str, packed: bool, console: Any = None) -> TrainingPlan:
-    """Plan a run about to train: print the estimate (when ``console`` is given) and warn when it won't fit."""
+def teacher_for(cfg: Any, teacher_model: Any) -> Teacher | None:
+    """The estimate's view of a run's logit-distillation teacher (a loaded model, or one on the meta device); None without."""
+    if teacher_model is None or cfg.distill is None or cfg.distill.resolved_mode != "logit":
+        return None
+    return Teacher(sum(p.numel() for p in teacher_model.parameters()), every_position=cfg.distill.positions == "all")
+
+
+def check_run(cfg: Any, model: Any, items: list[Any], *, precision: str, packed: bool, console: Any = None,
+              teacher: Any = None) -> TrainingPlan:
+    """Plan a run about to train: print the estimate (when ``console`` is given) and warn when it won't fit.
+
+    ``teacher``: logit distillation's loaded teacher model, counted in the estimate.
+    """
     import logging
 
     from tuneforge.train.frozen import use_bf16_frozen
 
     plan = plan_training(model_shape(model), items, cfg.training, precision=precision, packed=packed,
-                         flops_per_second=matmul_flops_per_second(precision), bf16_frozen=use_bf16_frozen(cfg, precision))
+                         flops_per_second=matmul_flops_per_second(precision), bf16_frozen=use_bf16_frozen(cfg, precision),
+                         teacher=teacher_for(cfg, teacher))
     if console is not None:
         for line in plan.lines():
             console.print(f"[yellow]{line}[/]" if line.startswith("warning") else line, highlight=False)
@@ -403,11 +437,23 @@ def plan_config(cfg: Any, train_examples: list[dict]) -> TrainingPlan:
     from tuneforge.models import resolve
     from tuneforge.train.args import loader_items, packing_enabled, resolve_precision
 
-    path = resolve(cfg.model)
-    config = AutoConfig.from_pretrained(path, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code)
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
-    model.tie_weights()  # inside init_empty_weights tying makes a second tensor: tie outside it
+    def on_meta(ref: Any, revision: str | None = None) -> Any:
+        config = AutoConfig.from_pretrained(resolve(ref), revision=revision, trust_remote_code=cfg.model.trust_remote_code)
+        with init_empty_weights():
+            built = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+        built.tie_weights()  # inside init_empty_weights tying makes a second tensor: tie outside it
+        return built
+
+    model = on_meta(cfg.model, cfg.model.revision)
+    if cfg.model.keep_layers is not None:  # a student pruned by depth
+        from tuneforge.models.prune import prune_layers
+
+        prune_layers(model, cfg.model.keep_layers)
+    teacher = None
+    if cfg.distill is not None and cfg.distill.resolved_mode == "logit":
+        from tuneforge.models import resolve_target
+
+        teacher = on_meta(resolve_target(cfg.distill.teacher).ref)  # a run's LoRA adds little: its base model is counted
     with init_empty_weights():
         # QLoRA's 4-bit base needs CUDA to build; its adapter has the LoRA shape.
         method = cfg.method if cfg.method.name != "qlora" else cfg.method.model_copy(update={"name": "lora"})
@@ -418,4 +464,5 @@ def plan_config(cfg: Any, train_examples: list[dict]) -> TrainingPlan:
     from tuneforge.train.frozen import use_bf16_frozen
 
     return plan_training(model_shape(model), items, t, precision=precision, packed=packing_enabled(cfg),
-                         flops_per_second=matmul_flops_per_second(precision), bf16_frozen=use_bf16_frozen(cfg, precision))
+                         flops_per_second=matmul_flops_per_second(precision), bf16_frozen=use_bf16_frozen(cfg, precision),
+                         teacher=teacher_for(cfg, teacher))

@@ -57,7 +57,8 @@ def fit(ctx: RunContext, cfg: RunConfig, console: Any, model: Any, tokenizer: An
     train_rows = loader_items(prepared.train, cfg, seed=cfg.training.seed)
     eval_rows = loader_items(prepared.validation, cfg, seed=0)
     # Estimated peak memory: warns when over the limit and turns gradient checkpointing on ('auto').
-    plan = check_run(cfg, model, train_rows, precision=precision, packed=packing, console=console if ctx.is_main else None)
+    plan = check_run(cfg, model, train_rows, precision=precision, packed=packing, console=console if ctx.is_main else None,
+                     teacher=(trainer_kwargs or {}).get("teacher"))
 
     # --- train
     args = training_arguments(cfg, ctx.paths.checkpoints, precision=precision, has_validation=bool(eval_rows),
