@@ -63,17 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from train_throughput import LORA, QUICKSTART
-
     work = Path(tempfile.mkdtemp(prefix="tf-memory-"))
-    train, _ = prepare_split(work, args.examples)
-    cfg = yaml.safe_load(QUICKSTART.read_text())
-    cfg.update(out_dir=str(work / "runs"), method=LORA)
-    cfg["data"] = {"train": str(train), "split": {"validation": 0.0, "test": 0.0}}
-    cfg["training"].update(epochs=1, save_strategy="no", eval_strategy="no", learning_rate=2e-4,
-                           per_device_batch_size=None, max_seq_length=1024)  # the default batch sizing
-    cfg["training"].pop("max_steps", None)
-    cfg["eval"] = {"enabled": False}
+    cfg = default_sizing_config(work, args.examples)
     rows = {}
     for i, (label, overrides) in enumerate(VARIANTS.items()):
         path, out = work / f"v{i}.yaml", work / f"v{i}.json"
@@ -95,6 +86,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<40} {r['first']:>10.0f} {r['last']:>9.0f} {r['last'] - r['first']:>+7.0f} {r['peak']:>9.0f} "
               f"{r['peak'] / base['peak']:>8.2f} {r['step_s']:>7.2f} {r['step_s'] / base['step_s']:>8.2f}")
     return 0
+
+
+def default_sizing_config(work: Path, examples: int) -> dict:
+    """The bench's run config (a dict): LoRA r=16 q/v of the quickstart, one epoch over the first N examples,
+    at the default batch sizing (bench/train_throughput.py's "defaults"), no saving or evaluation; runs in WORK/runs."""
+    import yaml
+
+    from train_throughput import LORA, QUICKSTART
+
+    train, _ = prepare_split(work, examples)
+    cfg = yaml.safe_load(QUICKSTART.read_text())
+    cfg.update(out_dir=str(work / "runs"), method=LORA)
+    cfg["data"] = {"train": str(train), "split": {"validation": 0.0, "test": 0.0}}
+    cfg["training"].update(epochs=1, save_strategy="no", eval_strategy="no", learning_rate=2e-4,
+                           per_device_batch_size=None, max_seq_length=1024)  # the default batch sizing
+    cfg["training"].pop("max_steps", None)
+    cfg["eval"] = {"enabled": False}
+    return cfg
 
 
 def _cpu() -> str:

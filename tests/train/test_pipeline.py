@@ -25,6 +25,7 @@ def test_lora_run_writes_a_complete_run_directory(run_config):
     assert list(run.tensorboard.glob("events.out.tfevents.*"))
     manifest = json.loads(run.manifest.read_text())
     assert manifest["global_step"] == 6 and manifest["tokens_per_second"] > 0 and manifest["peak_rss_mb"] > 0
+    assert ("peak_gpu_mb" in manifest) == torch.cuda.is_available()  # recorded only where CUDA trained
     assert manifest["versions"]["transformers"] and all(len(h) == 64 for h in manifest["data_sha256"].values())
     records = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     assert any("loss" in r and r["tokens_per_second"] > 0 for r in records)

@@ -28,6 +28,15 @@ def peak_rss_mb() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+def peak_gpu_mb() -> float | None:
+    """Peak GPU memory this process's tensors held (torch's allocator), in MiB; None when it never used CUDA."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return round(torch.cuda.max_memory_allocated() / (1024 * 1024), 1)
+
+
 def build_manifest(cfg: Any, sources: dict[str, str], *, parent: dict[str, Any] | None = None, **numbers: Any) -> dict[str, Any]:
     """Assemble manifest.json: versions, data SHA-256 per source, seed, and the run's numbers.
 

@@ -202,12 +202,14 @@ def save_run(ctx: RunContext, cfg: RunConfig, trainer: Any, tokenizer: Any, outp
 def write_manifest(ctx: RunContext, cfg: RunConfig, sources: dict[str, str], **numbers: Any) -> dict[str, Any]:
     """Write ``manifest.json`` (versions, data hashes, seed and the run's numbers) and return it."""
     from tuneforge.models.from_run import PARENT_FILE
-    from tuneforge.train.manifest import build_manifest, peak_rss_mb
+    from tuneforge.train.manifest import build_manifest, peak_gpu_mb, peak_rss_mb
 
     # The parent as recorded when the run started (checked unchanged on resume), not hashed a second time.
     recorded = ctx.root / PARENT_FILE
     parent = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else None
-    manifest = build_manifest(cfg, sources, parent=parent, peak_rss_mb=peak_rss_mb(), **numbers)
+    gpu = peak_gpu_mb()
+    manifest = build_manifest(cfg, sources, parent=parent, peak_rss_mb=peak_rss_mb(),
+                              **({"peak_gpu_mb": gpu} if gpu is not None else {}), **numbers)
     ctx.write_json("manifest.json", manifest)
     return manifest
 
