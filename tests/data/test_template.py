@@ -236,7 +236,7 @@ def test_direct_render_leaves_other_messages_to_apply_chat_template(monkeypatch)
     original = type(tok).apply_chat_template
     monkeypatch.setattr(type(tok), "apply_chat_template", lambda self, *a, **k: calls.append(a) or original(self, *a, **k))
     assert template._render(tok, [{"role": "user", "content": "hi"}]) == "user:hi|"
-    assert len(calls) == 6  # the probe, compared once while building the direct renderer
+    assert len(calls) == 4  # the probe, compared once while building the direct renderer
     calls.clear()
     assert template._render(tok, [{"role": "user", "content": "again"}]) == "user:again|" and calls == []
     for odd in ([{"role": "user", "content": "hi", "name": "ann"}], [{"role": "user", "content": None}],
@@ -284,3 +284,23 @@ def test_answer_labels_match_a_token_by_token_check():
         shuffled = rng.sample(range(len(ids)), len(ids))  # out of order: the token-by-token path
         ids2, offsets2 = [ids[k] for k in shuffled], [offsets[k] for k in shuffled]
         assert answer_labels(ids2, offsets2, spans) == brute(ids2, offsets2, spans)
+
+
+def test_direct_render_with_a_template_that_refuses_system_turns_and_one_that_always_fails(monkeypatch):
+    from tuneforge.data import template
+
+    tok = build_tiny_tokenizer()
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system turns') }}"
+                         "{% endif %}{{ m.role }}:{{ m.content }}|{% endfor %}")
+    assert template._direct(tok) is not None  # the probe has no system turn
+    assert template._render(tok, [{"role": "user", "content": "hi"}]) == "user:hi|"
+    with pytest.raises(DataError, match="no system turns"):
+        template._render(tok, [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}])
+
+    tok.chat_template = "{{ raise_exception('never') }}"
+    built = []
+    original = template._DirectTemplate.__init__
+    monkeypatch.setattr(template._DirectTemplate, "__init__", lambda self, t: built.append(1) or original(self, t))
+    for _ in range(3):  # decided once: the library's path, without building the renderer again for every row
+        assert template._direct(tok) is None
+    assert built == [1]

@@ -105,22 +105,29 @@ class _DirectTemplate:
     ``raise_exception`` and ``strftime_now``) is called directly with the arguments
     ``apply_chat_template`` would pass it: the messages, ``tools=None``, ``documents=None``,
     ``add_generation_prompt`` and the tokenizer's special tokens. Any other message goes through
-    ``apply_chat_template``. Built once per tokenizer and template, and only if it renders a probe
+    ``apply_chat_template``. Built once per tokenizer and template, and used only if it renders a probe
     conversation exactly as ``apply_chat_template`` does (another transformers version that passes the
     template something else turns it off).
     """
 
     def __init__(self, tokenizer: Any):
-        from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
-
         self.source = tokenizer.chat_template
-        self.specials = _plain_template_data(dict(tokenizer.special_tokens_map))
-        self.compiled = _compile_jinja_template(tokenizer.get_chat_template())
-        probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u  x\n"}, {"role": "assistant", "content": _PROBE}]
-        self.ok = all(
-            self.render(probe[:n], add_generation_prompt=g) == tokenizer.apply_chat_template(probe[:n], add_generation_prompt=g, tokenize=False)
-            for n in (1, 2, 3) for g in (False, True)
-        )
+        self.ok = False
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
+
+            self.specials = _plain_template_data(dict(tokenizer.special_tokens_map))
+            self.compiled = _compile_jinja_template(tokenizer.get_chat_template())
+            # The probe checks how the template is called, not what it accepts: a user turn and an answer,
+            # which every chat template takes (some refuse system turns).
+            probe = [{"role": "user", "content": "u  x\n"}, {"role": "assistant", "content": _PROBE}]
+            self.ok = all(
+                self.render(probe[:n], add_generation_prompt=g)
+                == tokenizer.apply_chat_template(probe[:n], add_generation_prompt=g, tokenize=False)
+                for n in (1, 2) for g in (False, True)
+            )
+        except Exception:  # a template that cannot render the probe, or transformers without these helpers: the library's path
+            pass
 
     def render(self, messages: list[dict], *, add_generation_prompt: bool) -> str:
         chat = [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -136,13 +143,13 @@ _DIRECT: "weakref.WeakKeyDictionary[Any, _DirectTemplate]" = weakref.WeakKeyDict
 
 
 def _direct(tokenizer: Any) -> _DirectTemplate | None:
-    found = _DIRECT.get(tokenizer)
-    if found is None or found.source != tokenizer.chat_template:
-        try:
-            found = _DirectTemplate(tokenizer)
-        except Exception:  # a template that cannot render the probe, or transformers without this helper
-            return None
-        _DIRECT[tokenizer] = found
+    """The tokenizer's direct renderer, built once per template (also when it is off, so that is decided once)."""
+    try:
+        found = _DIRECT.get(tokenizer)
+        if found is None or found.source != tokenizer.chat_template:
+            found = _DIRECT[tokenizer] = _DirectTemplate(tokenizer)
+    except TypeError:  # a tokenizer that cannot be a weak dictionary key
+        return None
     return found if found.ok else None
 
 
