@@ -42,7 +42,8 @@ def train_runs(args: argparse.Namespace) -> dict[str, Path]:
         ])).run_dir
     # Both students start from the same weights: SmolLM2's, or the teacher's own (its adapter merged) when
     # --student-from-teacher; either way model.keep_layers prunes them to the same 15 layers.
-    start = [f"model.name_or_path={teacher.resolve()}"] if args.student_from_teacher else []
+    # (The example's own model is runs/quickstart, the teacher; name either explicitly.)
+    start = [f"model.name_or_path={teacher.resolve() if args.student_from_teacher else 'smollm2-135m-instruct'}"]
     common = [*common, *start, f"training.max_steps={args.steps}"]
     # --labelled N: both students see only N labelled training rows (data.max_examples), the same N; the
     # sequence-KD student below sees none of the labels, only the teacher's answers to the prompts.
