@@ -153,3 +153,14 @@ def test_with_system_prompt_only_when_missing():
     assert with_system_prompt(has, "S") is has
     assert with_system_prompt({"text": "t"}, "S") == {"text": "t"}
     assert with_system_prompt(chat, None) is chat
+
+
+def test_distillation_takes_supervised_rows_and_refuses_the_others_as_sft_does():
+    from tuneforge.data.formats import SUPERVISED, check_kind
+
+    for fmt in SUPERVISED:
+        check_kind(fmt, "distill", "d.jsonl")  # the student trains on SFT's examples
+    with pytest.raises(DataError, match=r"d\.jsonl: preference data .* `training.objective: dpo`, not sft or distill"):
+        check_kind("preference", "distill", "d.jsonl")
+    with pytest.raises(DataError, match=r"d\.jsonl: holds unpaired rows, which supervised fine-tuning cannot learn from"):
+        check_kind("unpaired", "distill", "d.jsonl")

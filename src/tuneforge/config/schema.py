@@ -270,10 +270,10 @@ class EarlyStoppingConfig(_Section):
 
 
 Objective = Literal["sft", "dpo", "reward", "kto", "orpo", "grpo", "distill"]
-SUPERVISED_OBJECTIVES = ("sft", "distill")
-"""Objectives that train on prompt/answer examples (``data.prepare``); the others learn from pairs or prompts."""
 """Training objectives that have a recipe (:mod:`tuneforge.train.recipes`); a name is added here only
 together with its recipe, so the schema never accepts an objective that cannot run."""
+SUPERVISED_OBJECTIVES = ("sft", "distill")
+"""Objectives that train on prompt/answer examples (``data.prepare``); the others learn from pairs or prompts."""
 
 DpoLoss = Literal[
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",

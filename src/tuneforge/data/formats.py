@@ -71,7 +71,7 @@ SHAREGPT_ROLES = {
     "system": "system",
 }
 PREFERENCE_ERROR = (
-    "preference data (rows with chosen/rejected) trains with `training.objective: dpo`, not sft; "
+    "preference data (rows with chosen/rejected) trains with `training.objective: dpo`, not sft or distill; "
     "for supervised fine-tuning give alpaca, chat, sharegpt, prompt/completion or text rows"
 )
 SUPERVISED_ERROR = "holds {kind} rows, but training.objective {objective!r} learns from {learns}: give {wants}"
@@ -160,9 +160,10 @@ def check_kind(fmt: str, objective: str, path: str) -> None:
     accepted = ACCEPTS.get(objective, ACCEPTS["dpo"])
     if fmt in accepted:
         return
-    if objective == "sft" and fmt == "preference":
+    supervised = accepted == SUPERVISED  # sft, and distill (its student trains on the same examples)
+    if supervised and fmt == "preference":
         raise DataError(f"{path}: {PREFERENCE_ERROR}")
-    if objective in ("sft", "distill"):
+    if supervised:
         # A yes/no `label` column of supervised rows also reads as a KTO judgement: say how to override.
         hint = " (if 'label' is not a judgement of the completion, set `format: prompt_completion` on the source)"
         raise DataError(f"{path}: holds {fmt} rows, which supervised fine-tuning cannot learn from: give alpaca, chat, "

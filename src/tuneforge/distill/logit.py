@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from tuneforge.errors import ConfigError
-from tuneforge.data.template import IGNORE_INDEX
+from tuneforge.data.pack import IGNORE_INDEX
 from tuneforge.train.trainer import TuneforgeTrainer, answer_cross_entropy, answer_logits, project, selective_lm_head
 
 
